@@ -1,0 +1,24 @@
+"""lrpilot: learning-rate schedules decided from signals measured during training.
+
+Public API:
+    AngularVelocity -- the angle between successive parameter displacements (AutoDrop eq. 2).
+    AutoDrop -- an LR scheduler that drops the LR when the angular velocity saturates.
+    DeltaTest, GaussianSmoothedTest, TrendTest -- the saturation tests AutoDrop's modes use.
+"""
+
+from .angular_velocity import AngularVelocity
+from .autodrop import MODES, AutoDrop, DropEvent
+from .saturation import DeltaTest, GaussianSmoothedTest, TrendTest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "AngularVelocity",
+    "AutoDrop",
+    "DeltaTest",
+    "DropEvent",
+    "GaussianSmoothedTest",
+    "TrendTest",
+    "__version__",
+]

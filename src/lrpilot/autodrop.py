@@ -1,0 +1,465 @@
+"""AutoDrop: drop the learning rate when the angular velocity of the parameters saturates.
+
+Teng, Wang & Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning Rate
+Drop", arXiv 2111.15317 (official code: yunfei-teng/AutoDrop) and UAI 2024 (PMLR 244:3603-3629).
+
+The angular velocity omega (eq. 2, :mod:`lrpilot.angular_velocity`) is the angle between successive
+displacements of the parameters. Early in training the parameters travel in a consistent direction and
+omega is small; as the iterate settles into a basin, successive moves decorrelate and omega rises to a
+plateau. AutoDrop drops the learning rate by ``rho`` at that plateau; omega falls, rises again, and the
+cycle repeats.
+
+Three modes (``mode=``):
+
+``"trend"`` (default, lrpilot's)
+    One measurement per epoch (``scheduler.step()``), from parameters *averaged over the epoch* (an
+    optimizer step hook keeps a running sum; no change to the training loop), tested with
+    :class:`~lrpilot.saturation.TrendTest`: saturated when omega has risen (Mann-Kendall z > 2.33 on
+    a recent stretch) and no recent stretch still shows an upward trend (z <= 1.28 over every suffix of
+    the last 10 epochs). The test is rank-based, so it needs no threshold in degrees and works at any
+    noise level. After a drop
+    the measurement restarts (snapshots that straddle the drop are discarded). rho = 0.1, floor
+    ``min_lr = 1e-3 x`` each group's initial LR, no extra epochs, no weight averaging (see
+    ``docs/autodrop.md`` for the measurements behind these choices).
+``"code"``
+    The official code exactly (spec section 1): snapshot after the first step of each epoch, test
+    ``|omega_e - omega_{e-1}| < theta`` after the second step, theta0 = 0.01 degrees, 19 further
+    epochs at the old LR after detection (the code's ``--extra_epochs 20`` counts the detecting epoch),
+    then theta <- min(theta / rho, 1), lr <- max(rho lr, 1e-4), weights <- linearly weighted average of
+    the per-epoch snapshots. rho = 0.2.
+``"uai"``
+    The published Algorithm 1 (spec section 2): omega from parameters averaged over windows of
+    ``interval = 64`` optimizer steps, Gaussian-smoothed over a buffer of m = 10 values, drop by
+    rho = 0.95 when the smoothed value rises by less than 0.1 degrees, buffer cleared after each drop.
+
+Every mode accepts every option: ``extra_epochs`` and ``weight_average`` (the code's post-saturation
+behaviour), ``adapt_threshold``/``threshold_max`` (the code's threshold schedule), ``interval`` (measure
+every N optimizer steps instead of every epoch; not for ``"code"``, whose clock is the epoch).
+
+What is not done, as in the official code: momentum buffers are left untouched by a drop or by weight
+averaging, and BatchNorm running statistics are not recomputed after averaging.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from .angular_velocity import AngularVelocity
+from .saturation import DeltaTest, GaussianSmoothedTest, SaturationTest, TrendTest
+
+__all__ = ["MODES", "AutoDrop", "DropEvent"]
+
+#: Defaults of each mode; any of them can be overridden by the constructor's keyword of the same name.
+MODES: dict[str, dict[str, Any]] = {
+    "trend": {
+        "rho": 0.1,
+        "threshold": 1.28,
+        "rise_threshold": 2.33,
+        "window": 10,
+        "adapt_threshold": False,
+        "threshold_max": math.inf,
+        "min_lr": None,  # None: 1e-3 x each group's initial lr
+        "extra_epochs": 0,
+        "weight_average": False,
+        "average_snapshots": True,
+        "interval": None,
+        "eps": 0.0,
+    },
+    "code": {
+        "rho": 0.2,
+        "threshold": 0.01,
+        "adapt_threshold": True,
+        "threshold_max": 1.0,
+        "min_lr": 1e-4,
+        "extra_epochs": 19,
+        "weight_average": True,
+        "average_snapshots": False,
+        "interval": None,
+        "eps": 1e-8,
+    },
+    "uai": {
+        "rho": 0.95,
+        "threshold": 0.1,
+        "m": 10,
+        "min_buffer": 10,
+        "kernel": "value",
+        "adapt_threshold": False,
+        "threshold_max": math.inf,
+        "min_lr": None,
+        "extra_epochs": 0,
+        "weight_average": False,
+        "average_snapshots": True,
+        "interval": 64,
+        "eps": 1e-8,
+    },
+}
+
+_OPTIONS = {key for mode in MODES.values() for key in mode}
+_MIN_LR_RATIO = 1e-3  # the default floor, relative to each group's initial lr
+
+
+@dataclass(frozen=True)
+class DropEvent:
+    """One learning-rate drop: when it happened, what omega was, and the LRs before and after."""
+
+    epoch: int
+    step: int
+    omega: float | None
+    old_lrs: tuple[float, ...]
+    new_lrs: tuple[float, ...]
+
+
+def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and math.isnan(value)):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
+def _lr_value(lr: float | Tensor) -> float:
+    return float(lr.item()) if isinstance(lr, Tensor) else float(lr)
+
+
+class AutoDrop(LRScheduler):
+    """Drop every param group's learning rate by ``rho`` when the parameters' angular velocity saturates.
+
+    Use it like :class:`torch.optim.lr_scheduler.StepLR`: construct it on any ``torch.optim``
+    optimizer and call ``scheduler.step()`` once at the end of every epoch. It registers an optimizer
+    step hook for what it measures within an epoch; the training loop needs nothing else.
+
+    Args:
+        optimizer: any :class:`torch.optim.Optimizer`.
+        mode: ``"trend"`` (default), ``"code"`` or ``"uai"``; see the module docstring.
+        rho: drop factor in (0, 1).
+        threshold: the saturation test's threshold: Mann-Kendall z for ``"trend"``, degrees for
+            ``"code"`` (on ``|omega_e - omega_{e-1}|``) and ``"uai"`` (on the smoothed rise).
+        window: ``"trend"`` only: angles per test (>= 6); also the minimum between drops.
+        rise_threshold: ``"trend"`` only: the z a rise must reach before a plateau counts.
+        m, min_buffer, kernel: ``"uai"`` only: Gaussian filter width, buffer size, ``"value"`` or
+            ``"offset"`` kernel (see :class:`~lrpilot.saturation.GaussianSmoothedTest`).
+        min_lr: floor of the LR, a float or one per group; ``None`` = 1e-3 x each group's initial LR.
+            A group already below its floor is left where it is.
+        extra_epochs: measurement intervals trained at the old LR after the one in which saturation
+            was detected; the drop follows the last of them. 0 drops at once.
+        weight_average: at the drop, replace the weights by ``sum_k k z_k / sum_k k`` over the
+            snapshots ``z_1..z_E`` taken at each interval from detection to drop (the code's
+            ``--var_rd``); meaningful with ``extra_epochs > 0``.
+        adapt_threshold, threshold_max: after each drop, ``threshold <- min(threshold / rho,
+            threshold_max)`` (the code's ``--auto_theta``).
+        average_snapshots: measure omega on the parameters averaged over each interval rather than on
+            the parameters at its end (``"trend"`` and ``"uai"``).
+        interval: measure every ``interval`` optimizer steps instead of at every ``step()``.
+        eps: added to the norm product of the angle formula (eq. 2).
+        params: which parameters to measure (default: every trainable parameter of the optimizer).
+        last_epoch: as in every torch scheduler; use :meth:`load_state_dict` to resume.
+
+    Attributes a logger can read: :meth:`get_last_lr`, :attr:`omega_history` ((epoch, omega) per
+    measurement), :attr:`drops` (:class:`DropEvent` list), :attr:`drop_epochs`,
+    :attr:`saturation_epochs`, :attr:`should_drop`, :attr:`threshold`.
+    """
+
+    def __init__(self, optimizer: Optimizer, mode: str = "trend", *, params: Any = None,
+                 last_epoch: int = -1, **options: Any) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise TypeError(f"AutoDrop got unknown options {sorted(unknown)}; known: {sorted(_OPTIONS)}")
+        foreign = set(options) - set(MODES[mode])
+        if foreign:
+            raise ValueError(f"options {sorted(foreign)} do not apply to mode {mode!r}")
+        cfg = {**MODES[mode], **options}
+        self._validate(cfg, mode, optimizer)
+        self.mode = mode
+        self.rho = float(cfg["rho"])
+        self.extra_epochs = int(cfg["extra_epochs"])
+        self.weight_average = bool(cfg["weight_average"])
+        self.adapt_threshold = bool(cfg["adapt_threshold"])
+        self.threshold_max = float(cfg["threshold_max"])
+        self.average_snapshots = bool(cfg["average_snapshots"])
+        self.interval: int | None = cfg["interval"]
+        self._min_lr_option = cfg["min_lr"]
+
+        self.angular_velocity = AngularVelocity(optimizer if params is None else params, eps=cfg["eps"])
+        self.test: SaturationTest
+        if mode == "code":
+            self.test = DeltaTest(cfg["threshold"])
+        elif mode == "uai":
+            self.test = GaussianSmoothedTest(cfg["threshold"], cfg["m"], cfg["min_buffer"], cfg["kernel"])
+        else:
+            self.test = TrendTest(cfg["threshold"], cfg["window"], cfg["rise_threshold"])
+
+        # Measurement and decision state (all of it goes into state_dict).
+        self.global_step = 0
+        self._steps_in_interval = 0  # optimizer steps since the last measurement (or epoch start, "code")
+        self._sum: list[Tensor] | None = None  # running sum of parameters over the current interval
+        self._pending_omega: float | None = None  # "code": angle measured at b == 1, used at b == 2
+        self._counting = 0  # k: intervals since saturation was detected (0 = not triggered)
+        self._average: list[Tensor] | None = None  # sum_k k z_k
+        self.omega_history: list[tuple[int, float]] = []
+        self.saturation_epochs: list[int] = []
+        self.drops: list[DropEvent] = []
+
+        super().__init__(optimizer, last_epoch)
+        self.min_lrs = self._resolve_min_lrs()
+        self._hook_handle = self._register_hook()
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _validate(cfg: dict[str, Any], mode: str, optimizer: Optimizer) -> None:
+        _check_number("rho", cfg["rho"], low=0, high=1, low_open=True, high_open=True)
+        _check_number("threshold", cfg["threshold"], low=0)
+        _check_number("threshold_max", cfg["threshold_max"], low=0)
+        _check_number("extra_epochs", cfg["extra_epochs"], low=0, integer=True)
+        _check_number("eps", cfg["eps"], low=0)
+        if cfg["interval"] is not None:
+            _check_number("interval", cfg["interval"], low=1, integer=True)
+            if mode == "code":
+                raise ValueError("interval must be None in mode 'code': its clock is the epoch (step())")
+        if mode == "trend":
+            _check_number("window", cfg["window"], low=6, integer=True)
+            _check_number("rise_threshold", cfg["rise_threshold"])
+        if mode == "uai":
+            _check_number("m", cfg["m"], low=1, integer=True)
+            _check_number("min_buffer", cfg["min_buffer"], low=3, integer=True)
+            if cfg["kernel"] not in ("value", "offset"):
+                raise ValueError(f"kernel must be 'value' or 'offset', got {cfg['kernel']!r}")
+        min_lr = cfg["min_lr"]
+        if min_lr is not None:
+            values = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr]
+            if isinstance(min_lr, (list, tuple)) and len(values) != len(optimizer.param_groups):
+                raise ValueError(
+                    f"min_lr has {len(values)} entries but the optimizer has "
+                    f"{len(optimizer.param_groups)} param groups"
+                )
+            for value in values:
+                _check_number("min_lr", value, low=0)
+
+    def _resolve_min_lrs(self) -> list[float]:
+        option = self._min_lr_option
+        if option is None:
+            return [_MIN_LR_RATIO * _lr_value(lr) for lr in self.base_lrs]
+        if isinstance(option, (list, tuple)):
+            return [float(v) for v in option]
+        return [float(option)] * len(self.optimizer.param_groups)
+
+    def _register_hook(self) -> Any:
+        ref = weakref.ref(self)
+
+        def hook(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+            scheduler = ref()
+            if scheduler is not None:
+                scheduler._after_optimizer_step()
+
+        return self.optimizer.register_step_post_hook(hook)
+
+    def remove_hook(self) -> None:
+        """Detach from the optimizer (the scheduler stops measuring)."""
+        self._hook_handle.remove()
+
+    # ------------------------------------------------------------------ public views
+    @property
+    def threshold(self) -> float:
+        """The saturation test's current threshold (changes after drops if ``adapt_threshold``)."""
+        return self.test.threshold
+
+    @property
+    def drop_epochs(self) -> list[int]:
+        """1-based epochs in which the LR was dropped (at their end in ``"trend"``, during them in ``"code"``).
+
+        The new LR applies from the next optimizer step.
+        """
+        return [event.epoch for event in self.drops]
+
+    @property
+    def should_drop(self) -> bool:
+        """True while saturation has been detected and its drop is pending (or was just applied)."""
+        return self._counting > 0 or bool(self.drops and self.drops[-1].step == self.global_step)
+
+    @property
+    def last_omega(self) -> float | None:
+        """The most recent angular velocity in degrees (None before the first one)."""
+        return self.omega_history[-1][1] if self.omega_history else None
+
+    def get_lr(self) -> list[float | Tensor]:
+        """The current learning rates (AutoDrop changes them only when it drops)."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    # ------------------------------------------------------------------ the clock
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Call once at the end of every epoch, after that epoch's ``optimizer.step()`` calls."""
+        if epoch is not None:
+            raise ValueError(f"AutoDrop.step() takes no epoch argument, got epoch={epoch!r}")
+        self._step_count += 1
+        if self._step_count > 1:  # the call made by LRScheduler.__init__ measures nothing
+            if self.mode == "code":
+                self._steps_in_interval = 0
+            elif self.interval is None:
+                self._measure()
+        self.last_epoch += 1
+        self._last_lr = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
+
+    @property
+    def _epoch(self) -> int:
+        """The 1-based number of the epoch in progress."""
+        return self.last_epoch + 1
+
+    @torch.no_grad()
+    def _after_optimizer_step(self) -> None:
+        self.global_step += 1
+        self._steps_in_interval += 1
+        if self.mode == "code":
+            if self._steps_in_interval == 1:  # spec 1.1: snapshot after the first step of the epoch
+                self._pending_omega = self.angular_velocity.update()
+            elif self._steps_in_interval == 2:  # spec 1.2: angle, test and drop after the second step
+                omega, self._pending_omega = self._pending_omega, None
+                self._decide(omega)
+            return
+        if self.average_snapshots:
+            params = self.angular_velocity.params
+            if self._sum is None:
+                self._sum = [p.detach().clone() for p in params]
+            else:
+                torch._foreach_add_(self._sum, [p.detach() for p in params])
+        if self.interval is not None and self._steps_in_interval >= self.interval:
+            self._measure()
+
+    def _measure(self) -> None:
+        """End of a measurement interval: snapshot (the interval's mean or the current params), decide."""
+        if self._sum is not None and self._steps_in_interval > 0:
+            torch._foreach_mul_(self._sum, 1.0 / self._steps_in_interval)
+            omega = self.angular_velocity.update(self._sum)
+        else:
+            omega = self.angular_velocity.update()
+        self._sum = None
+        self._steps_in_interval = 0
+        self._decide(omega)
+
+    # ------------------------------------------------------------------ the decision
+    def _decide(self, omega: float | None) -> None:
+        if omega is not None:
+            self.omega_history.append((self._epoch, omega))
+            if math.isfinite(omega):
+                self.test.observe(omega)
+            else:
+                warnings.warn(
+                    f"AutoDrop: the angular velocity at epoch {self._epoch} is not finite (the parameters "
+                    "contain NaN/inf or did not move); no drop decision is taken on it",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        if self._counting == 0:
+            if omega is None or not math.isfinite(omega) or not self.test.saturated():
+                return
+            self.saturation_epochs.append(self._epoch)
+        self._counting += 1
+        if self.weight_average:
+            params = [p.detach() for p in self.angular_velocity.params]
+            if self._average is None:
+                self._average = [p.clone() for p in params]
+            else:
+                torch._foreach_add_(self._average, params, alpha=self._counting)
+        if self._counting > self.extra_epochs:
+            self._drop(omega)
+
+    @torch.no_grad()
+    def _drop(self, omega: float | None) -> None:
+        if self.adapt_threshold:
+            self.test.threshold = min(self.test.threshold / self.rho, self.threshold_max)
+        old, new = [], []
+        for group, floor in zip(self.optimizer.param_groups, self.min_lrs, strict=True):
+            lr = _lr_value(group["lr"])
+            lowered = max(lr * self.rho, min(lr, floor))
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lowered)
+            else:
+                group["lr"] = lowered
+            old.append(lr)
+            new.append(lowered)
+        if self._average is not None:
+            total = self._counting * (self._counting + 1) / 2
+            torch._foreach_mul_(self._average, 1.0 / total)
+            torch._foreach_copy_([p.detach() for p in self.angular_velocity.params], self._average)
+            self._average = None
+        self._counting = 0
+        if self.mode != "code":  # the test's history and the snapshots that straddle the drop are stale
+            self.test.reset()
+            if self.mode == "trend":
+                self.angular_velocity.reset()
+        self.drops.append(DropEvent(self._epoch, self.global_step, omega, tuple(old), tuple(new)))
+        self._last_lr = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
+
+    # ------------------------------------------------------------------ checkpointing
+    _STATE_KEYS = (
+        "mode", "rho", "extra_epochs", "weight_average", "adapt_threshold", "threshold_max",
+        "average_snapshots", "interval", "min_lrs", "global_step", "_steps_in_interval",
+        "_pending_omega", "_counting", "omega_history", "saturation_epochs", "base_lrs",
+        "last_epoch", "_step_count", "_last_lr",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """All of the scheduler's state: counters, histories, threshold, snapshots and averaging buffers."""
+        state: dict[str, Any] = {key: getattr(self, key) for key in self._STATE_KEYS}
+        state = {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
+        state["drops"] = [asdict(event) for event in self.drops]
+        state["test"] = self.test.state_dict()
+        state["angular_velocity"] = self.angular_velocity.state_dict()
+        state["sum"] = None if self._sum is None else [t.clone() for t in self._sum]
+        state["average"] = None if self._average is None else [t.clone() for t in self._average]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. Everything is checked before anything changes."""
+        missing = {*self._STATE_KEYS, "drops", "test", "angular_velocity", "sum", "average"} - set(state_dict)
+        if missing:
+            raise ValueError(f"AutoDrop state_dict is missing keys {sorted(missing)}")
+        if state_dict["mode"] != self.mode:
+            raise ValueError(f"state_dict is from mode {state_dict['mode']!r}, this scheduler is {self.mode!r}")
+        groups = len(self.optimizer.param_groups)
+        if len(state_dict["min_lrs"]) != groups or len(state_dict["_last_lr"]) != groups:
+            raise ValueError(
+                f"state_dict is for {len(state_dict['min_lrs'])} param groups, the optimizer has {groups}"
+            )
+        params = self.angular_velocity.params
+        buffers: dict[str, list[Tensor] | None] = {}
+        for key in ("sum", "average"):
+            value = state_dict[key]
+            if value is not None and (
+                len(value) != len(params) or any(t.shape != p.shape for t, p in zip(value, params))
+            ):
+                raise ValueError(f"state_dict '{key}' buffers do not match the measured parameters' shapes")
+            buffers[key] = None if value is None else [t.to(p).clone() for t, p in zip(value, params)]
+        # Validate both sub-states on scratch copies first, so a failure leaves this scheduler intact.
+        scratch_av = AngularVelocity(params, eps=self.angular_velocity.eps)
+        scratch_av.load_state_dict(state_dict["angular_velocity"])
+        scratch_test = type(self.test).__new__(type(self.test))
+        scratch_test.__dict__.update(self.test.__dict__)
+        scratch_test.load_state_dict(state_dict["test"])
+
+        for key in self._STATE_KEYS:
+            value = state_dict[key]
+            setattr(self, key, list(value) if isinstance(value, list) else value)
+        self.omega_history = [tuple(item) for item in self.omega_history]  # type: ignore[misc]
+        self.drops = [
+            DropEvent(d["epoch"], d["step"], d["omega"], tuple(d["old_lrs"]), tuple(d["new_lrs"]))
+            for d in state_dict["drops"]
+        ]
+        self.angular_velocity = scratch_av
+        self.test = scratch_test
+        self._sum, self._average = buffers["sum"], buffers["average"]
