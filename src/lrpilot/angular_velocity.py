@@ -172,7 +172,7 @@ class AngularVelocity:
             warnings.warn(
                 "AngularVelocity: the parameters contain NaN or inf; the angle is NaN",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of update(), past torch.no_grad's wrapper
             )
         self.last = angle_degrees(dot, sq_a, sq_b, self.eps)
         return self.last
