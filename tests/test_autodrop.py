@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -117,7 +118,7 @@ def test_code_mode_threshold_adaptation_and_lr_floor_across_drops():
     assert lr_seq == [0.02, 0.004, 0.0008, 0.00016, 0.0001, 0.0001]  # 0.2x, floored at 1e-4
     assert theta_seq == pytest.approx([0.05, 0.25, 1.0, 1.0, 1.0])  # theta / rho, capped at 1
     epochs = [e for e, _, _ in seen]
-    assert all(b - a == 2 for a, b in zip(epochs, epochs[1:]))  # retested at once, no cooldown
+    assert all(b - a == 2 for a, b in pairwise(epochs))  # retested at once, no cooldown
 
 
 def test_code_mode_weight_average_is_linearly_weighted_over_the_window():
@@ -165,7 +166,7 @@ def test_trend_mode_drops_once_omega_rises_then_plateaus_and_restarts_measuring(
 
 
 def test_trend_mode_min_lr_floor_defaults_to_1e_3_of_the_initial_lr():
-    model, opt = setup(lr=0.1)
+    _, opt = setup(lr=0.1)
     sched = AutoDrop(opt, rho=0.1)
     assert sched.min_lrs == [pytest.approx(1e-4)]
     for _ in range(6):
@@ -177,7 +178,7 @@ def test_multiple_param_groups_each_dropped_from_their_own_lr_and_floor():
     def groups(m):
         return [{"params": m[0].parameters(), "lr": 0.5}, {"params": m[2].parameters(), "lr": 0.01}]
 
-    model, opt = setup(groups=groups)
+    _, opt = setup(groups=groups)
     sched = AutoDrop(opt, rho=0.5, min_lr=[0.2, 0.001])
     sched._drop(60.0)
     assert lrs(opt) == [0.25, 0.005]
@@ -187,7 +188,7 @@ def test_multiple_param_groups_each_dropped_from_their_own_lr_and_floor():
 
 
 def test_group_already_below_its_floor_is_not_raised():
-    model, opt = setup(lr=1e-5)
+    _, opt = setup(lr=1e-5)
     sched = AutoDrop(opt, min_lr=1e-4)
     sched._drop(60.0)
     assert lrs(opt) == [1e-5]
@@ -275,7 +276,7 @@ def test_non_finite_parameters_warn_and_never_drop():
     ],
 )
 def test_bad_arguments_are_named_and_leave_the_optimizer_untouched(kwargs, error, match):
-    model, opt = setup()
+    _, opt = setup()
     before = copy.deepcopy(opt.state_dict())
     with pytest.raises(error, match=match):
         AutoDrop(opt, **kwargs)
@@ -285,12 +286,12 @@ def test_bad_arguments_are_named_and_leave_the_optimizer_untouched(kwargs, error
 
 
 def test_not_an_optimizer_is_a_type_error():
-    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         AutoDrop(torch.nn.Linear(2, 2))
 
 
 def test_step_with_an_epoch_argument_is_refused():
-    model, opt = setup()
+    _, opt = setup()
     sched = AutoDrop(opt)
     with pytest.raises(ValueError, match="epoch"):
         sched.step(3)
@@ -361,7 +362,7 @@ def test_load_state_dict_rejects_bad_checkpoints_without_changing_anything():
     with pytest.raises(ValueError, match="missing"):
         sched.load_state_dict(missing)
     other = AutoDrop(torch.optim.SGD(torch.nn.Linear(3, 3).parameters(), lr=0.1))
-    with pytest.raises(ValueError, match="shape|tracks|holds"):
+    with pytest.raises(ValueError, match=r"shape|tracks|holds"):
         sched.load_state_dict(other.state_dict() | {"angular_velocity": {
             **good["angular_velocity"], "prev": [torch.zeros(1)] * 4}})
     after = sched.state_dict()
