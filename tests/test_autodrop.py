@@ -260,7 +260,7 @@ def test_non_finite_parameters_warn_and_never_drop():
         ({"rho": 0.0}, ValueError, "rho"),
         ({"rho": 1.0}, ValueError, "rho"),
         ({"rho": 1.5}, ValueError, "rho"),
-        ({"rho": float("nan")}, TypeError, "rho"),
+        ({"rho": float("nan")}, ValueError, "rho"),
         ({"rho": "0.1"}, TypeError, "rho"),
         ({"threshold": -0.1}, ValueError, "threshold"),
         ({"min_lr": -1e-4}, ValueError, "min_lr"),

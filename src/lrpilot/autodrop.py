@@ -42,6 +42,7 @@ averaging, and BatchNorm running statistics are not recomputed after averaging.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 import weakref
@@ -121,9 +122,11 @@ class DropEvent:
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                   low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (not integer and math.isnan(value)):
+    if isinstance(value, bool) or not ok_type:
         kind = "an int" if integer else "a number"
         raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
     if high is not None and (value >= high if high_open else value > high):
@@ -448,8 +451,7 @@ class AutoDrop(LRScheduler):
         # Validate both sub-states on scratch copies first, so a failure leaves this scheduler intact.
         scratch_av = AngularVelocity(params, eps=self.angular_velocity.eps)
         scratch_av.load_state_dict(state_dict["angular_velocity"])
-        scratch_test = type(self.test).__new__(type(self.test))
-        scratch_test.__dict__.update(self.test.__dict__)
+        scratch_test = copy.deepcopy(self.test)
         scratch_test.load_state_dict(state_dict["test"])
 
         for key in self._STATE_KEYS:
