@@ -339,7 +339,7 @@ class AutoDrop(LRScheduler):
             if self._sum is None:
                 self._sum = [p.detach().clone() for p in params]
             else:
-                torch._foreach_add_(self._sum, [p.detach() for p in params])
+                torch._foreach_add_(self._sum, params)  # read-only under no_grad: no per-step detach list
         if self.interval is not None and self._steps_in_interval >= self.interval:
             self._measure()
 
