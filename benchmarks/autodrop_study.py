@@ -4,7 +4,8 @@
 
 For each task (MNIST-1D CNN, digits MLP), SGD momentum 0.9, weight decay 5e-4, `--epochs` epochs, seeds
 0..N-1, it trains:
-  * AutoDrop mode "trend" (default options) at lr 0.05, 0.1, 0.2;
+  * AutoDrop mode "trend" (default options) at lr 0.05, 0.1, 0.2, and the same without its patience
+    fallback (patience=None: drop only after a significant rise), as an ablation;
   * AutoDrop modes "code" and "uai" at lr 0.1, and "trend" with the code's post-saturation window
     (extra_epochs=5, weight_average=True) as an ablation;
   * constant LR and four MultiStepLR schedules at lr 0.1; "hand-tuned" = the one with the best mean final
@@ -37,6 +38,7 @@ MULTISTEP = {  # name -> (fractions of the budget, gamma)
 }
 AUTODROP = {
     "autodrop-trend": {"mode": "trend"},
+    "autodrop-trend-nopatience": {"mode": "trend", "patience": None},
     "autodrop-code": {"mode": "code"},
     "autodrop-uai": {"mode": "uai"},
     "autodrop-trend+avg5": {"mode": "trend", "extra_epochs": 5, "weight_average": True},
@@ -196,10 +198,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["mnist1d-cnn", "digits-mlp"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
+    parser.add_argument("--rerun", nargs="*", default=[], metavar="METHOD",
+                        help="discard the cached runs of these methods (after changing their code)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "autodrop_study.json"
     results = json.loads(cache.read_text()) if cache.exists() else {}
+    results = {k: v for k, v in results.items() if v["method"] not in args.rerun}
 
     def keys_for(phase: int, tuned: dict) -> list:
         keys = []
@@ -208,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                 if phase == 0:
                     for lr in (0.05, 0.1, 0.2):
                         keys.append((task, "autodrop-trend", lr, seed, args.epochs))
+                        keys.append((task, "autodrop-trend-nopatience", lr, seed, args.epochs))
                     for method in ("autodrop-code", "autodrop-uai", "autodrop-trend+avg5", "constant", *MULTISTEP):
                         keys.append((task, method, 0.1, seed, args.epochs))
                 else:

@@ -165,6 +165,22 @@ def test_trend_mode_drops_once_omega_rises_then_plateaus_and_restarts_measuring(
     assert sched.drops[0].omega == sched.omega_history[-1][1]
 
 
+def test_trend_mode_drops_again_after_patience_when_omega_stays_flat_after_a_drop():
+    """After a drop omega may settle without rising again; after `patience` angles of no upward trend
+    the series counts as saturated and the LR drops again. patience=None keeps the LR instead."""
+    drops = {}
+    for patience in (20, 30, None):
+        model, opt, sched = trend_scheduler(RISE_THEN_FLAT, patience=patience)
+        for e in range(1, 81):
+            run_epoch(model, opt, sched, steps=1, seed=e)
+        drops[patience] = sched.drop_epochs
+    first = drops[None][0]
+    assert drops[None] == [first]
+    # the scripted angles continue one per epoch after the reset, so the patience counts epochs exactly
+    assert drops[20][:2] == [first, first + 20]
+    assert drops[30][:2] == [first, first + 30]
+
+
 def test_trend_mode_min_lr_floor_defaults_to_1e_3_of_the_initial_lr():
     _, opt = setup(lr=0.1)
     sched = AutoDrop(opt, rho=0.1)
@@ -271,7 +287,10 @@ def test_non_finite_parameters_warn_and_never_drop():
         ({"interval": 0}, ValueError, "interval"),
         ({"mode": "fast"}, ValueError, "mode"),
         ({"m": 10}, ValueError, "do not apply"),
-        ({"patience": 3}, TypeError, "unknown"),
+        ({"gamma": 3}, TypeError, "unknown"),
+        ({"patience": 5}, ValueError, "patience"),
+        ({"patience": 2.5}, TypeError, "patience"),
+        ({"mode": "code", "patience": 20}, ValueError, "do not apply"),
         ({"mode": "code", "interval": 5}, ValueError, "interval"),
     ],
 )

@@ -79,12 +79,36 @@ def test_trend_test_fires_after_rise_then_plateau_at_any_noise_level_relative_to
         assert all(f is not None and 20 <= f <= 32 for f in fires)
 
 
-def test_trend_test_never_calls_a_series_that_never_rose_saturated():
-    """A flat (or falling) omega is not the rise-then-plateau cycle AutoDrop waits for."""
+def test_trend_test_without_patience_never_calls_a_series_that_never_rose_saturated():
+    """patience=None: a flat (or falling) omega is not the rise-then-plateau cycle, however long it lasts."""
     for noise in (0.5, 5.0):
         flat = [60 + random.Random(7).gauss(0, noise) for _ in range(60)]
-        assert not any(feed(TrendTest(), flat))
-    assert not any(feed(TrendTest(), [90.0 - e for e in range(60)]))
+        assert not any(feed(TrendTest(patience=None), flat))
+    assert not any(feed(TrendTest(patience=None), [90.0 - e for e in range(60)]))
+
+
+def test_trend_test_calls_a_flat_or_falling_series_saturated_only_after_patience():
+    """Default patience 20: a series with no rise is left alone for 19 angles and saturated at the 20th
+    (flat noise or a steady fall), so the early flat phase before omega's rise never triggers a drop."""
+    for noise in (0.5, 5.0):
+        flat = [60 + random.Random(7).gauss(0, noise) for _ in range(60)]
+        assert first_fire(TrendTest(), flat) == 19
+    assert first_fire(TrendTest(), [90.0 - e for e in range(60)]) == 19
+    assert first_fire(TrendTest(patience=30), [90.0 - e for e in range(60)]) == 29
+
+
+def test_trend_test_patience_does_not_fire_while_omega_is_still_rising():
+    """Past the patience, a series whose recent stretch rises is still not saturated."""
+    flat_then_slow_rise = [50.0 + 0.1 * random.Random(i).random() for i in range(15)] + [50 + e for e in range(1, 20)]
+    t = TrendTest(rise_threshold=math.inf)  # never records a rise: only the patience path can fire
+    assert not any(feed(t, flat_then_slow_rise))
+    assert t.observed == len(flat_then_slow_rise) and not t.rose
+
+
+def test_trend_test_bad_patience_is_named():
+    for bad in (5, 2.5, True):
+        with pytest.raises(ValueError, match="patience"):
+            TrendTest(window=10, patience=bad)
 
 
 def test_trend_test_never_fires_on_a_steady_rise():
@@ -104,7 +128,7 @@ def test_trend_test_reset_restarts_the_window():
     feed(t, [10.0, 20.0, 30.0, 40.0, 50.0, 50.0, 49.0, 50.5, 49.5, 50.2, 49.8])
     assert t.saturated() and t.rose
     t.reset()
-    assert not t.rose
+    assert not t.rose and t.observed == 0
     assert feed(t, [50.0] * 5) == [False] * 5
 
 

@@ -16,8 +16,9 @@ Three modes (``mode=``):
     optimizer step hook keeps a running sum; no change to the training loop), tested with
     :class:`~lrpilot.saturation.TrendTest`: saturated when omega has risen (Mann-Kendall z > 2.33 on
     a recent stretch) and no recent stretch still shows an upward trend (z <= 1.28 over every suffix of
-    the last 10 epochs). The test is rank-based, so it needs no threshold in degrees and works at any
-    noise level. After a drop
+    the last 10 epochs); a series that shows no rise within ``patience = 20`` epochs counts as
+    saturated once it is not rising. The test is rank-based, so it needs no threshold in degrees and
+    works at any noise level. After a drop
     the measurement restarts (snapshots that straddle the drop are discarded). rho = 0.1, floor
     ``min_lr = 1e-3 x`` each group's initial LR, no extra epochs, no weight averaging (see
     ``docs/autodrop.md`` for the measurements behind these choices).
@@ -66,6 +67,7 @@ MODES: dict[str, dict[str, Any]] = {
         "threshold": 1.28,
         "rise_threshold": 2.33,
         "window": 10,
+        "patience": 20,
         "adapt_threshold": False,
         "threshold_max": math.inf,
         "min_lr": None,  # None: 1e-3 x each group's initial lr
@@ -152,6 +154,7 @@ class AutoDrop(LRScheduler):
             ``"code"`` (on ``|omega_e - omega_{e-1}|``) and ``"uai"`` (on the smoothed rise).
         window: ``"trend"`` only: angles per test (>= 6); also the minimum between drops.
         rise_threshold: ``"trend"`` only: the z a rise must reach before a plateau counts.
+        patience: ``"trend"`` only: angles after which a plateau counts without a rise (``None``: never).
         m, min_buffer, kernel: ``"uai"`` only: Gaussian filter width, buffer size, ``"value"`` or
             ``"offset"`` kernel (see :class:`~lrpilot.saturation.GaussianSmoothedTest`).
         min_lr: floor of the LR, a float or one per group; ``None`` = 1e-3 x each group's initial LR.
@@ -206,7 +209,7 @@ class AutoDrop(LRScheduler):
         elif mode == "uai":
             self.test = GaussianSmoothedTest(cfg["threshold"], cfg["m"], cfg["min_buffer"], cfg["kernel"])
         else:
-            self.test = TrendTest(cfg["threshold"], cfg["window"], cfg["rise_threshold"])
+            self.test = TrendTest(cfg["threshold"], cfg["window"], cfg["rise_threshold"], cfg["patience"])
 
         # Measurement and decision state (all of it goes into state_dict).
         self.global_step = 0
@@ -238,6 +241,8 @@ class AutoDrop(LRScheduler):
         if mode == "trend":
             _check_number("window", cfg["window"], low=6, integer=True)
             _check_number("rise_threshold", cfg["rise_threshold"])
+            if cfg["patience"] is not None:
+                _check_number("patience", cfg["patience"], low=cfg["window"], integer=True)
         if mode == "uai":
             _check_number("m", cfg["m"], low=1, integer=True)
             _check_number("min_buffer", cfg["min_buffer"], low=3, integer=True)
