@@ -55,6 +55,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from ._validation import check_number
 from .angular_velocity import AngularVelocity
 from .saturation import DeltaTest, GaussianSmoothedTest, SaturationTest, TrendTest
 
@@ -119,20 +120,6 @@ class DropEvent:
     omega: float | None
     old_lrs: tuple[float, ...]
     new_lrs: tuple[float, ...]
-
-
-def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                  low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type:
-        kind = "an int" if integer else "a number"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (value >= high if high_open else value > high):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
 
 
 def _lr_value(lr: float | Tensor) -> float:
@@ -229,23 +216,23 @@ class AutoDrop(LRScheduler):
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
     def _validate(cfg: dict[str, Any], mode: str, optimizer: Optimizer) -> None:
-        _check_number("rho", cfg["rho"], low=0, high=1, low_open=True, high_open=True)
-        _check_number("threshold", cfg["threshold"], low=0)
-        _check_number("threshold_max", cfg["threshold_max"], low=0)
-        _check_number("extra_epochs", cfg["extra_epochs"], low=0, integer=True)
-        _check_number("eps", cfg["eps"], low=0)
+        check_number("rho", cfg["rho"], low=0, high=1, low_open=True, high_open=True)
+        check_number("threshold", cfg["threshold"], low=0)
+        check_number("threshold_max", cfg["threshold_max"], low=0, allow_inf=True)
+        check_number("extra_epochs", cfg["extra_epochs"], low=0, integer=True)
+        check_number("eps", cfg["eps"], low=0)
         if cfg["interval"] is not None:
-            _check_number("interval", cfg["interval"], low=1, integer=True)
+            check_number("interval", cfg["interval"], low=1, integer=True)
             if mode == "code":
                 raise ValueError("interval must be None in mode 'code': its clock is the epoch (step())")
         if mode == "trend":
-            _check_number("window", cfg["window"], low=6, integer=True)
-            _check_number("rise_threshold", cfg["rise_threshold"])
+            check_number("window", cfg["window"], low=6, integer=True)
+            check_number("rise_threshold", cfg["rise_threshold"])
             if cfg["patience"] is not None:
-                _check_number("patience", cfg["patience"], low=cfg["window"], integer=True)
+                check_number("patience", cfg["patience"], low=cfg["window"], integer=True)
         if mode == "uai":
-            _check_number("m", cfg["m"], low=1, integer=True)
-            _check_number("min_buffer", cfg["min_buffer"], low=3, integer=True)
+            check_number("m", cfg["m"], low=1, integer=True)
+            check_number("min_buffer", cfg["min_buffer"], low=3, integer=True)
             if cfg["kernel"] not in ("value", "offset"):
                 raise ValueError(f"kernel must be 'value' or 'offset', got {cfg['kernel']!r}")
         min_lr = cfg["min_lr"]
@@ -257,7 +244,7 @@ class AutoDrop(LRScheduler):
                     f"{len(optimizer.param_groups)} param groups"
                 )
             for value in values:
-                _check_number("min_lr", value, low=0)
+                check_number("min_lr", value, low=0)
 
     def _resolve_min_lrs(self) -> list[float]:
         option = self._min_lr_option
