@@ -285,7 +285,7 @@ BAD = [
     ("ActiveSGD", {"lr_low": -0.5}, ValueError, "lr_low must be >= 0.0, got -0.5"),
     ("ActiveSGD", {"lr_high": -1.0}, ValueError, "lr_high must be >= 0.0, got -1.0"),
     ("ActiveSGD", {"lr_high": math.nan}, ValueError, "lr_high must be finite, got nan"),
-    ("ActiveSGD", {"lr_low": "0.5"}, TypeError, "lr_low must be a number, got '0.5'"),
+    ("ActiveSGD", {"lr_low": "0.5"}, TypeError, "lr_low must be a real number, got '0.5'"),
     ("ActiveSGD", {"max_multiplier": 0.5}, ValueError, "max_multiplier must be >= 1.0, got 0.5"),
     ("ActiveSGD", {"min_multiplier": 2.0}, ValueError, "min_multiplier must be <= 1.0, got 2.0"),
     ("ActiveSGD", {"steps_per_epoch": 0}, ValueError, "steps_per_epoch must be >= 1, got 0"),

@@ -15,7 +15,7 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     for NaN, for +-inf unless ``allow_inf``, and for a value outside ``[low, high]`` (open ends on request)."""
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
-        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
+        raise TypeError(f"{name} must be {'an int' if integer else 'a real number'}, got {value!r}")
     if not math.isfinite(value) and not allow_inf:
         raise ValueError(f"{name} must be finite, got {value!r}")
     if math.isnan(value):

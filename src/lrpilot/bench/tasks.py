@@ -2,6 +2,7 @@
 
 * ``mnist1d-cnn``: MNIST-1D (Greydanus 2020; ``mnist1d.data.make_dataset``, generated locally, never
   downloaded), 4000 train / 1000 test sequences of length 40, the small 1-D CNN of the MNIST-1D paper.
+* ``mnist1d-bncnn``: the same data, a BatchNorm CNN (bias-free convs, BN, ReLU) for the exponential-LR demo.
 * ``digits-mlp``: scikit-learn's bundled 8x8 digits (1437 train / 360 test, stratified), a 2-hidden-layer MLP.
 """
 
@@ -14,7 +15,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TASKS", "Task", "digits_data", "digits_mlp", "mnist1d_cnn", "mnist1d_data"]
+__all__ = ["TASKS", "Task", "digits_data", "digits_mlp", "mnist1d_bn_cnn", "mnist1d_cnn", "mnist1d_data"]
 
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -51,6 +52,23 @@ def mnist1d_cnn() -> nn.Module:
     )
 
 
+def mnist1d_bn_cnn(eps: float = 1e-5, width: int = 64, head_gain: float = 1.0) -> nn.Module:
+    """A BatchNorm CNN for MNIST-1D: three stride-2 bias-free convs of ``width`` channels, each followed by
+    BatchNorm (``eps``) and ReLU, and a linear head whose initial weights are multiplied by ``head_gain``
+    (28,490 params at width 64, 24,896 in the convs). With :func:`lrpilot.make_scale_invariant` (BN affine
+    and head frozen) the loss is invariant to scaling each conv, as the exponential-LR equivalence needs;
+    the frozen head's scale then sets the logits' temperature, hence ``head_gain``."""
+    model = nn.Sequential(
+        nn.Conv1d(1, width, 5, stride=2, padding=1, bias=False), nn.BatchNorm1d(width, eps=eps), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(width, eps=eps), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(width, eps=eps), nn.ReLU(),
+        nn.Flatten(), nn.Linear(5 * width, 10),
+    )
+    with torch.no_grad():
+        model[-1].weight.mul_(head_gain)
+    return model
+
+
 @lru_cache(maxsize=1)
 def digits_data() -> Data:
     """scikit-learn's digits, standardised per feature with train statistics, 80/20 stratified split."""
@@ -73,5 +91,6 @@ def digits_mlp() -> nn.Module:
 
 TASKS: dict[str, Task] = {
     "mnist1d-cnn": Task("mnist1d-cnn", mnist1d_data, mnist1d_cnn, batch_size=100),
+    "mnist1d-bncnn": Task("mnist1d-bncnn", mnist1d_data, mnist1d_bn_cnn, batch_size=100),
     "digits-mlp": Task("digits-mlp", digits_data, digits_mlp, batch_size=64),
 }
