@@ -101,11 +101,29 @@ class AngularVelocity:
             displacement then yields NaN, since it has no direction); ``1e-8`` reproduces the official
             code, which biases small angles upward (by 0.008 degrees at unit displacement norm).
         per_group: also compute one angle per param group, readable from :attr:`group_angles`.
+        sharded: the tracked tensors are this process's *shard* of a parameter vector split across the
+            processes of ``process_group`` (FSDP, ZeRO, any sharding in which each rank holds a disjoint
+            part). The three sums of eq. (2) (``<d, p>``, ``||d||^2``, ``||p||^2``, per group) are then
+            all-reduced (SUM) before the angle is taken, so every rank gets the angle of the whole vector.
+            :meth:`update` becomes a collective: call it on every rank. The reduction runs on the
+            parameters' device (gloo for CPU tensors, NCCL for CUDA). With replicated parameters (plain
+            DDP) leave it off: every rank already holds the whole vector and measures the same angle.
+        process_group: the group to reduce over with ``sharded=True`` (default: the whole world).
     """
 
-    def __init__(self, params: Any, *, eps: float = 0.0, per_group: bool = False) -> None:
+    def __init__(self, params: Any, *, eps: float = 0.0, per_group: bool = False, sharded: bool = False,
+                 process_group: Any = None) -> None:
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if not isinstance(sharded, bool):
+            raise TypeError(f"sharded must be a bool, got {sharded!r}")
+        if sharded and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError("sharded=True needs an initialised torch.distributed process group "
+                             "(torch.distributed.init_process_group)")
+        if process_group is not None and not sharded:
+            raise ValueError("process_group is only used with sharded=True")
+        self.sharded = sharded
+        self.process_group = process_group
         self.params, group_sizes = _resolve_params(params)
         ends = [sum(group_sizes[: i + 1]) for i in range(len(group_sizes))]
         self._group_bounds = [(end - size, end) for end, size in zip(ends, group_sizes)]
@@ -160,13 +178,15 @@ class AngularVelocity:
         torch._foreach_copy_(disp, x)
         self._disp, self._prev = prev, disp
 
+        per_tensor = torch.stack([dots, sq_d, sq_p], dim=1)  # (tensors, 3)
+        bounds = self._group_bounds if self.per_group else [(0, len(self.params))]
+        stats = torch.stack([per_tensor[a:b].sum(0) for a, b in bounds])  # (groups, 3), float64
+        if self.sharded:  # the sums over this rank's shard -> the sums over the whole vector
+            torch.distributed.all_reduce(stats, op=torch.distributed.ReduceOp.SUM, group=self.process_group)
+        rows = stats.tolist()  # one host sync
+        totals = [sum(col) for col in zip(*rows)]
         if self.per_group:
-            per_tensor = torch.stack([dots, sq_d, sq_p], dim=1)
-            stats = torch.stack([per_tensor[a:b].sum(0) for a, b in self._group_bounds]).tolist()  # one sync
-            totals = [sum(col) for col in zip(*stats)]
-            self.group_angles = [angle_degrees(*row, self.eps) for row in stats]
-        else:
-            totals = torch.stack([dots.sum(), sq_d.sum(), sq_p.sum()]).tolist()  # one host sync
+            self.group_angles = [angle_degrees(*row, self.eps) for row in rows]
         dot, sq_a, sq_b = totals
         if not all(math.isfinite(v) for v in totals):
             warnings.warn(

@@ -158,6 +158,10 @@ class AutoDrop(LRScheduler):
         interval: measure every ``interval`` optimizer steps instead of at every ``step()``.
         eps: added to the norm product of the angle formula (eq. 2).
         params: which parameters to measure (default: every trainable parameter of the optimizer).
+        sharded, process_group: the optimizer holds only this rank's shard of the parameters (FSDP, ZeRO):
+            omega is computed from sums all-reduced over ``process_group`` so that every rank measures the
+            whole model and takes the same decisions (see :class:`~lrpilot.AngularVelocity`); ``step()``
+            is then a collective. Not needed with plain DDP, whose ranks hold identical parameters.
         last_epoch: as in every torch scheduler; use :meth:`load_state_dict` to resume.
 
     Attributes a logger can read: :meth:`get_last_lr`, :attr:`omega_history` ((epoch, omega) per
@@ -166,7 +170,8 @@ class AutoDrop(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, mode: str = "trend", *, params: Any = None,
-                 last_epoch: int = -1, **options: Any) -> None:
+                 last_epoch: int = -1, sharded: bool = False, process_group: Any = None,
+                 **options: Any) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if mode not in MODES:
@@ -189,7 +194,8 @@ class AutoDrop(LRScheduler):
         self.interval: int | None = cfg["interval"]
         self._min_lr_option = cfg["min_lr"]
 
-        self.angular_velocity = AngularVelocity(optimizer if params is None else params, eps=cfg["eps"])
+        self.angular_velocity = AngularVelocity(optimizer if params is None else params, eps=cfg["eps"],
+                                                sharded=sharded, process_group=process_group)
         self.test: SaturationTest
         if mode == "code":
             self.test = DeltaTest(cfg["threshold"])

@@ -1,0 +1,152 @@
+"""Specification of lrpilot under torch.distributed: 2 CPU processes, gloo backend.
+
+* Sharded parameters (each rank holds a disjoint part of the vector, as with FSDP/ZeRO): the angular velocity
+  from all-reduced sums equals the angle of the whole vector, on every rank.
+* Plain DDP (replicated parameters, averaged gradients): AutoDrop takes identical decisions and ActiveAdamW
+  keeps identical multipliers on every rank, although each rank sees different data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lrpilot import ActiveAdamW, AngularVelocity, AutoDrop
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()) or sys.platform != "linux",
+    reason="needs torch.distributed with gloo and the fork start method (Linux)",
+)
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(worker, tmp_path, *args):
+    """Run ``worker(rank, out_dir, *args)`` on WORLD forked processes in a fresh gloo group."""
+    port = _free_port()
+
+    def entry(rank: int) -> None:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+        try:
+            worker(rank, tmp_path, *args)
+        finally:
+            dist.destroy_process_group()
+
+    mp.start_processes(entry, nprocs=WORLD, start_method="fork", join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+# ----------------------------------------------------------------------------------------------- sharded
+SHAPES = [(5, 3), (7,), (2, 2, 3)]
+
+
+def _trajectory():
+    g = torch.Generator().manual_seed(0)
+    return [[torch.randn(s, generator=g, dtype=torch.float64) for s in SHAPES] for _ in range(5)]
+
+
+def _shard(tensors, rank):
+    """Rank 0 holds the first ceil(n/2) elements of every tensor (flattened), rank 1 the rest: uneven shards."""
+    parts = []
+    for t in tensors:
+        flat = t.reshape(-1)
+        cut = math.ceil(flat.numel() / 2)
+        parts.append(flat[:cut].clone() if rank == 0 else flat[cut:].clone())
+    return parts
+
+
+def _sharded_worker(rank, out):
+    trajectory = _trajectory()
+    params = [torch.zeros_like(p, requires_grad=True) for p in _shard(trajectory[0], rank)]
+    groups = [{"params": params[:2]}, {"params": params[2:]}]
+    av = AngularVelocity(groups, sharded=True, per_group=True)
+    angles, group_angles = [], []
+    for snapshot in trajectory:
+        angles.append(av.update(_shard(snapshot, rank)))
+        group_angles.append(av.group_angles)
+    torch.save({"angles": angles, "group_angles": group_angles}, out / f"rank{rank}.pt")
+
+
+def test_sharded_angular_velocity_is_the_angle_of_the_whole_vector_on_every_rank(tmp_path):
+    results = _run(_sharded_worker, tmp_path)
+    full = [torch.zeros_like(p, requires_grad=True) for p in _trajectory()[0]]
+    reference = AngularVelocity([{"params": full[:2]}, {"params": full[2:]}], per_group=True)
+    expected, expected_groups = [], []
+    for snapshot in _trajectory():
+        expected.append(reference.update(snapshot))
+        expected_groups.append(reference.group_angles)
+    assert expected[:2] == [None, None] and all(e is not None for e in expected[2:])
+    for res in results:
+        assert res["angles"][:2] == [None, None]
+        for got, want in zip(res["angles"][2:], expected[2:]):
+            assert got == pytest.approx(want, abs=1e-9)
+        for got, want in zip(res["group_angles"][2:], expected_groups[2:]):
+            assert got == pytest.approx(want, abs=1e-9)
+    # a shard alone measures something else: the reduction is what makes it right
+    alone = AngularVelocity([torch.zeros_like(p, requires_grad=True) for p in _shard(_trajectory()[0], 0)])
+    lone = [alone.update(_shard(s, 0)) for s in _trajectory()]
+    assert any(abs(a - b) > 1e-3 for a, b in zip(lone[2:], expected[2:]))
+
+
+def test_sharded_without_a_process_group_is_a_clear_error():
+    p = torch.zeros(3, requires_grad=True)
+    if dist.is_initialized():  # pragma: no cover - the test process never initialises one
+        pytest.skip("a process group is initialised in this process")
+    with pytest.raises(ValueError, match="init_process_group"):
+        AngularVelocity([p], sharded=True)
+    with pytest.raises(ValueError, match="process_group"):
+        AngularVelocity([p], process_group=object())
+    with pytest.raises(ValueError, match="init_process_group"):
+        AutoDrop(torch.optim.SGD([p], lr=0.1), sharded=True)
+
+
+# ----------------------------------------------------------------------------------------------- DDP
+def _ddp_worker(rank, out, epochs, steps):
+    torch.manual_seed(0)  # identical init on both ranks (DDP also broadcasts it)
+    model = torch.nn.parallel.DistributedDataParallel(
+        torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)))
+    sgd_model = torch.nn.parallel.DistributedDataParallel(
+        torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)))
+    sgd = torch.optim.SGD(sgd_model.parameters(), lr=0.2, momentum=0.9)
+    # options that make drops happen within a few epochs (as in the checkpoint tests)
+    sched = AutoDrop(sgd, threshold=10.0, rise_threshold=-10.0, window=6)
+    active = ActiveAdamW(model.parameters(), lr=1e-2, weight_decay=0.0, steps_per_epoch=steps)
+    g = torch.Generator().manual_seed(100 + rank)  # every rank sees different data
+    for _ in range(epochs):
+        for _ in range(steps):
+            x = torch.randn(8, 6, generator=g)
+            y = torch.randint(0, 3, (8,), generator=g)
+            for m, opt in ((model, active), (sgd_model, sgd)):
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        sched.step()
+    torch.save({
+        "omega": sched.omega_history, "drops": sched.drop_epochs, "lr": sched.get_last_lr(),
+        "multipliers": [active.state[p]["multiplier"].clone() for p in model.parameters()],
+        "params": [p.detach().clone() for p in sgd_model.parameters()],
+    }, out / f"rank{rank}.pt")
+
+
+def test_ddp_ranks_take_identical_autodrop_decisions_and_keep_identical_active_multipliers(tmp_path):
+    r0, r1 = _run(_ddp_worker, tmp_path, 14, 4)
+    assert len(r0["drops"]) >= 1, "the test needs at least one drop to compare"
+    assert r0["omega"] == r1["omega"] and r0["drops"] == r1["drops"] and r0["lr"] == r1["lr"]
+    assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"]))
+    assert all(torch.equal(a, b) for a, b in zip(r0["multipliers"], r1["multipliers"]))
+    assert any(not torch.all(m == 1) for m in r0["multipliers"])  # the multipliers did adapt
