@@ -245,15 +245,23 @@ class ActiveOptimizer(Optimizer):
     def _collect(self, params: list[Tensor]) -> tuple[list[dict[str, Any]], list[Tensor], list[Tensor]]:
         """(states, multipliers, gradient sums) of ``params``; creates the ActiveLR state on first use and
         counts the step in each parameter's ``epoch_steps``."""
-        mult_key, sum_key, count_key = self._MULT, self._SUM, self._COUNT
+        mult_key, sum_key = self._MULT, self._SUM
         states = [self.state[p] for p in params]
+        self._count_steps(params, states)
+        return states, [s[mult_key] for s in states], [s[sum_key] for s in states]
+
+    @torch._dynamo.disable
+    def _count_steps(self, params: list[Tensor], states: list[dict[str, Any]]) -> None:
+        """Create missing ActiveLR state and count the step in each parameter's epoch counter. Python-int
+        bookkeeping, kept out of ``torch.compile`` graphs so that a compiled ``step()`` is not recompiled
+        for every new counter value."""
+        mult_key, sum_key, count_key = self._MULT, self._SUM, self._COUNT
         for p, state in zip(params, states):
             if mult_key not in state:
                 state[mult_key] = torch.ones_like(p, memory_format=torch.preserve_format)
                 state[sum_key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state[count_key] = 0
             state[count_key] += 1
-        return states, [s[mult_key] for s in states], [s[sum_key] for s in states]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -272,7 +280,9 @@ class ActiveOptimizer(Optimizer):
         self._tick()
         return loss
 
+    @torch._dynamo.disable
     def _tick(self) -> None:
+        """Count the step; close the epoch after ``steps_per_epoch`` (eager: see :meth:`_count_steps`)."""
         self._steps_in_epoch += 1
         if self.steps_per_epoch is not None and self._steps_in_epoch >= self.steps_per_epoch:
             self.end_epoch()
