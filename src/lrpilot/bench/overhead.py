@@ -1,0 +1,118 @@
+"""Controlled step-time overhead of a method relative to the plain optimizer it builds on.
+
+Both are built on the same model (same initial weights) in one process and stepped alternately on the same
+batch, so machine load affects both alike. The ratio is that of their per-step times, where a step is
+``optimizer.step()`` plus the per-step scheduler step, and the per-epoch scheduler step (AutoDrop's
+angular-velocity test, ReduceLROnPlateau) is added amortised over ``steps_per_epoch`` steps. Medians, not
+means, so that a load spike in one step does not decide the ratio. Forward and backward are not timed (they
+are the same for both).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .methods import Built, get_method
+from .tasks import TASKS
+
+__all__ = ["measure_overheads", "step_time_ratio", "timed_step"]
+
+
+def timed_step(built: Built, step: int, steps_per_epoch: int, device: torch.device) -> tuple[float, float | None]:
+    """Seconds of one optimizer step of ``built`` with its per-step scheduler step, and (at the end of an epoch,
+    ``step % steps_per_epoch == 0``; else None) seconds of its per-epoch scheduler step; ``step`` counts from 1."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda d=None: None)
+    sync(device)
+    t0 = time.perf_counter()
+    built.optimizer.step()
+    if built.interval == "step":
+        built.scheduler.step()
+    sync(device)
+    t1 = time.perf_counter()
+    if step % steps_per_epoch or built.interval not in ("plateau", "epoch"):
+        return t1 - t0, None
+    if built.interval == "plateau":
+        built.scheduler.step(1.0)
+    else:
+        built.scheduler.step()
+    sync(device)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int = 60, lr: float | None = None,
+                    device: str = "cpu", model: nn.Module | None = None,
+                    batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    steps_per_epoch: int | None = None) -> dict[str, Any]:
+    """Per-step time of ``method`` relative to ``reference`` on ``task_name``'s model and first batch (or on
+    ``model`` and ``batch``): the two are stepped alternately for ``max(steps, 2 x steps_per_epoch)`` steps after
+    5 warm-up steps; per-step time = median step time + median per-epoch scheduler time / steps_per_epoch.
+    Returns the ratio and both per-step times in seconds."""
+    dev = torch.device(device)
+    if model is None or batch is None:
+        task = TASKS[task_name]
+        x, y, _, _ = task.data()
+        torch.manual_seed(0)
+        model = task.model()
+        batch = (x[: task.batch_size], y[: task.batch_size])
+        steps_per_epoch = steps_per_epoch or math.ceil(len(x) / task.batch_size)
+    spe = steps_per_epoch or 50
+    model = model.to(dev)
+    xb, yb = (t.to(dev) for t in batch)
+    models = {name: copy.deepcopy(model) for name in (method, reference)}
+    built = {}
+    for name, m in models.items():
+        spec = get_method(name)
+        built[name] = spec.build(m, spec.default_lr if lr is None else lr, spe, 10_000)
+        if built[name].schedule_free:
+            built[name].optimizer.train()
+    step_times: dict[str, list[float]] = {name: [] for name in models}
+    epoch_times: dict[str, list[float]] = {name: [] for name in models}
+    for step in range(1, max(steps, 2 * spe) + 6):
+        for name, m in models.items():
+            loss = F.cross_entropy(m(xb), yb)
+            built[name].optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            seconds, epoch_seconds = timed_step(built[name], step, spe, dev)
+            if step > 5:
+                step_times[name].append(seconds)
+            if epoch_seconds is not None:
+                epoch_times[name].append(epoch_seconds)
+    per_step = {name: statistics.median(step_times[name])
+                + (statistics.median(epoch_times[name]) / spe if epoch_times[name] else 0.0) for name in models}
+    return {"ratio": per_step[method] / per_step[reference], "method_seconds": per_step[method],
+            "reference_seconds": per_step[reference], "steps": len(step_times[method])}
+
+
+def measure_overheads(pairs: list[tuple[str, str]], out: Path, device: str = "cpu") -> dict[tuple[str, str], float]:
+    """:func:`step_time_ratio` of each (task, method) against the method's reference (methods without one are
+    skipped), in this process with 1 thread, cached as ``out/overhead/<task>__<method>.json``."""
+    ratios = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for task, method in pairs:
+            reference = get_method(method).reference
+            if reference is None:
+                continue
+            path = Path(out) / "overhead" / f"{task}__{method}__{device.replace(':', '_')}.json"
+            if path.exists():
+                ratios[(task, method)] = json.loads(path.read_text())["ratio"]
+                continue
+            result = {"task": task, "method": method, "reference": reference, "device": device,
+                      **step_time_ratio(task, method, reference, device=device)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result))
+            ratios[(task, method)] = result["ratio"]
+    finally:
+        torch.set_num_threads(threads)
+    return ratios

@@ -1,0 +1,296 @@
+"""Run benchmark jobs, one JSON file per (task, method, lr, seed, epochs), so an interrupted run resumes.
+
+A :class:`Job` is one training run. :func:`run_job` trains it with its own loop (the scheduler stepped per
+step, per epoch or on the train loss, as its :class:`~lrpilot.bench.methods.Built` says; schedule-free
+optimizers switched to ``train()``/``eval()`` around evaluation) and returns a result dict: per epoch the
+train loss, test loss and accuracy, the LR of the first param group and the effective LR
+(:func:`~lrpilot.bench.methods.effective_lr`), wall seconds since the start and the seconds spent in
+``optimizer.step()`` + the per-step scheduler step; AutoDrop runs also the angular velocity ω per epoch, the
+ω history and the drop epochs. :func:`run_jobs` runs what is missing from a results directory, in up to
+``jobs`` processes (1 thread each), and prints a progress line with an ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .methods import METHODS, effective_lr, get_method
+from .tasks import TASKS
+from .train import evaluate
+
+__all__ = ["SUITES", "TASK_BUDGETS", "BenchError", "Job", "Suite", "load_results", "make_jobs", "result_path",
+           "run_job", "run_jobs"]
+
+#: Per task: (epochs of the full suite, target test accuracy for time-to-target).
+TASK_BUDGETS: dict[str, tuple[int, float]] = {
+    "mnist1d-cnn": (40, 0.90),
+    "mnist1d-bncnn": (40, 0.90),
+    "digits-mlp": (40, 0.95),
+}
+DEFAULT_BUDGET = (30, 0.9)
+LR_SWEEP_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named selection: tasks, methods, seeds, and epochs per task (None: the task's full budget)."""
+
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: int
+    epochs: dict[str, int] | None = None
+
+
+SUITES: dict[str, Suite] = {
+    "quick": Suite(
+        tasks=("mnist1d-cnn", "digits-mlp"),
+        methods=tuple(m for m in METHODS if METHODS[m].tasks is None),
+        seeds=1,
+        epochs={"mnist1d-cnn": 40, "digits-mlp": 30},
+    ),
+    "full": Suite(tasks=tuple(TASK_BUDGETS), methods=tuple(METHODS), seeds=3),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run."""
+
+    task: str
+    method: str
+    lr: float
+    seed: int
+    epochs: int
+
+    @property
+    def key(self) -> str:
+        """The cache file's stem: every field, filesystem-safe."""
+        stem = f"{self.task}__{self.method}__lr{self.lr:g}__s{self.seed}__e{self.epochs}"
+        return re.sub(r"[^A-Za-z0-9_.+-]", "_", stem)
+
+
+class BenchError(RuntimeError):
+    """Some runs failed (each reported by the progress callback); the others were run and cached."""
+
+    def __init__(self, failed: Sequence[Job]) -> None:
+        self.failed = list(failed)
+        names = ", ".join(f"{j.task}/{j.method}/lr{j.lr:g}/seed{j.seed}" for j in self.failed[:5])
+        super().__init__(f"{len(self.failed)} run(s) failed: {names}{' ...' if len(self.failed) > 5 else ''}")
+
+
+def result_path(out: Path, job: Job) -> Path:
+    """Where ``job``'s result is cached under the results directory ``out``."""
+    return Path(out) / "runs" / f"{job.key}.json"
+
+
+def target_of(task: str) -> float:
+    """The test accuracy whose first attainment time-to-target measures."""
+    return TASK_BUDGETS.get(task, DEFAULT_BUDGET)[1]
+
+
+def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epochs: dict[str, int] | int | None = None,
+              lr_sweep: bool = False) -> list[Job]:
+    """The jobs of a benchmark: every applicable (task, method) at its default LR (or, with ``lr_sweep``, at
+    each of :data:`LR_SWEEP_FACTORS` x its default LR) for seeds ``0..seeds-1``. Unknown names raise
+    ``KeyError``/``ValueError`` naming them."""
+    unknown_tasks = [t for t in tasks if t not in TASKS]
+    if unknown_tasks:
+        raise KeyError(f"unknown task(s) {', '.join(map(repr, unknown_tasks))}; known: {', '.join(TASKS)}")
+    for m in methods:
+        get_method(m)
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    jobs = []
+    for task in tasks:
+        default = TASK_BUDGETS.get(task, DEFAULT_BUDGET)[0]
+        n = epochs if isinstance(epochs, int) else (epochs or {}).get(task, default)
+        for name in methods:
+            method = METHODS[name]
+            if not method.applies_to(task):
+                continue
+            factors = LR_SWEEP_FACTORS if lr_sweep else (1.0,)
+            for factor in factors:
+                lr = float(f"{method.default_lr * factor:.6g}")
+                jobs.extend(Job(task, name, lr, seed, n) for seed in range(seeds))
+    return jobs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_job(job: Job, device: str = "cpu") -> dict[str, Any]:
+    """Train ``job`` and return its result (see the module docstring). A run whose train loss becomes
+    non-finite stops there and is marked ``diverged``. Reproducible on CPU for a given seed."""
+    task = TASKS[job.task]
+    method = get_method(job.method)
+    dev = torch.device(device)
+    x, y, x_test, y_test = (t.to(dev) for t in task.data())
+    torch.manual_seed(job.seed)
+    model = task.model().to(dev)
+    steps_per_epoch = math.ceil(len(x) / task.batch_size)
+    built = method.build(model, job.lr, steps_per_epoch, job.epochs)
+    opt, sched = built.optimizer, built.scheduler
+    order = torch.Generator().manual_seed(job.seed)
+    records: list[dict[str, Any]] = []
+    step_seconds, steps, diverged = 0.0, 0, False
+    start = time.perf_counter()
+    for epoch in range(1, job.epochs + 1):
+        model.train()
+        if built.schedule_free:
+            opt.train()
+        total = torch.zeros((), device=dev)
+        batches = 0
+        for idx in torch.randperm(len(x), generator=order).split(task.batch_size):
+            idx = idx.to(dev)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            _sync(dev)
+            t0 = time.perf_counter()
+            opt.step()
+            if built.interval == "step":
+                sched.step()
+            _sync(dev)
+            step_seconds += time.perf_counter() - t0
+            steps += 1
+            total += loss.detach()
+            batches += 1
+        train_loss = float(total) / batches
+        lr = float(opt.param_groups[0]["lr"])
+        eff = effective_lr(opt)
+        if not math.isfinite(train_loss):
+            diverged = True
+        elif built.interval == "plateau":
+            sched.step(train_loss)
+        elif built.interval == "epoch":
+            sched.step()
+        if built.schedule_free:
+            opt.eval()
+        test_loss, test_acc = evaluate(model, x_test, y_test)
+        history = getattr(sched, "omega_history", None)
+        omega = history[-1][1] if history and history[-1][0] == epoch else None
+        records.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
+                        "lr": lr, "effective_lr": eff, "omega": omega, "seconds": time.perf_counter() - start,
+                        "step_seconds": step_seconds})
+        if diverged:
+            break
+    result: dict[str, Any] = {**asdict(job), "device": str(dev), "records": records, "diverged": diverged,
+                              "seconds": time.perf_counter() - start, "steps": steps,
+                              "step_seconds_mean": step_seconds / max(1, steps),
+                              "params": sum(p.numel() for p in model.parameters())}
+    if hasattr(sched, "drop_epochs"):
+        result["drop_epochs"] = list(sched.drop_epochs)
+        result["omega_history"] = [list(h) for h in sched.omega_history]
+    return result
+
+
+def _worker(args: tuple[Job, str]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return run_job(*args)
+
+
+def load_results(out: Path, jobs: Iterable[Job] | None = None) -> list[dict[str, Any]]:
+    """The cached results under ``out``: those of ``jobs`` that exist, or (None) every cached run."""
+    if jobs is None:
+        paths = sorted((Path(out) / "runs").glob("*.json"))
+    else:
+        paths = [p for p in dict.fromkeys(result_path(out, j) for j in jobs) if p.exists()]
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def _save(out: Path, job: Job, result: dict[str, Any]) -> None:
+    path = result_path(out, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)  # atomic: an interrupted write never leaves a half file behind
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.0f}s"
+
+
+def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = "cpu",
+             progress: Callable[[str], None] | None = None) -> list[Job]:
+    """Run the jobs whose result is not cached under ``out`` and cache each as it finishes; return the jobs
+    that were computed (``BenchError`` after the others if some failed). ``workers`` <= 1 runs in this process
+    (no pool). ``progress`` receives one line per finished job (default: print to stderr)."""
+    jobs = list(dict.fromkeys(jobs))  # a job listed twice runs once
+    todo = [j for j in jobs if not result_path(out, j).exists()]
+    if progress is None:
+        def progress(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+    if not todo:
+        progress(f"bench: all {len(jobs)} runs cached in {out}")
+        return []
+    progress(f"bench: {len(todo)} of {len(jobs)} runs to compute ({len(jobs) - len(todo)} cached), "
+             f"{max(1, workers)} process(es)")
+    start = time.perf_counter()
+
+    def report(done: int, job: Job, result: dict[str, Any]) -> None:
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (len(todo) - done)
+        final = result["records"][-1]["test_acc"] if result["records"] else math.nan
+        flag = " DIVERGED" if result["diverged"] else ""
+        progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
+                 f"acc {100 * final:.1f}%{flag} ({result['seconds']:.1f}s) | elapsed {_fmt_seconds(elapsed)}, "
+                 f"ETA {_fmt_seconds(eta)}")
+
+    failed: list[Job] = []
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the worker processes: comparable timings, no oversubscription
+        try:
+            for done, job in enumerate(todo, 1):
+                try:
+                    result = run_job(job, device)
+                except Exception as err:  # one broken run must not lose the others; it is not cached
+                    failed.append(job)
+                    progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
+                             f"FAILED: {type(err).__name__}: {err}")
+                    continue
+                _save(out, job, result)
+                report(done, job, result)
+        finally:
+            torch.set_num_threads(threads)
+        if failed:
+            raise BenchError(failed)
+        return todo
+    # CUDA cannot be used in forked children of a process that touched it: spawn fresh workers for a GPU.
+    context = multiprocessing.get_context("spawn") if device.startswith("cuda") else None
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = {pool.submit(_worker, (job, device)): job for job in todo}
+        done = 0
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = pending.pop(fut)
+                done += 1
+                try:
+                    result = fut.result()
+                except Exception as err:  # one broken run must not lose the others; it is not cached
+                    failed.append(job)
+                    progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
+                             f"FAILED: {type(err).__name__}: {err}")
+                    continue
+                _save(out, job, result)
+                report(done, job, result)
+    if failed:
+        raise BenchError(failed)
+    return todo

@@ -1,0 +1,210 @@
+"""Specification of ``lrpilot bench``: the method registry, the cached runner, the report and the CLI, on a tiny
+task that trains in milliseconds (every test runs in-process, ``workers=1``)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lrpilot.bench import runner
+from lrpilot.bench.methods import METHODS, Built, effective_lr, get_method
+from lrpilot.bench.overhead import measure_overheads
+from lrpilot.bench.report import write_report
+from lrpilot.bench.runner import Job, load_results, make_jobs, result_path, run_job, run_jobs
+from lrpilot.bench.tasks import TASKS, Task
+from lrpilot.cli import main
+
+
+def _tiny_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    centers = 3 * torch.randn(3, 8, generator=g)
+    y = torch.randint(0, 3, (240,), generator=g)
+    x = centers[y] + torch.randn(240, 8, generator=g)
+    return x[:160], y[:160], x[160:], y[160:]
+
+
+def _tiny_bn_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (120,), generator=g)
+    x = torch.randn(120, 1, 40, generator=g) + y.view(-1, 1, 1) / 5
+    return x[:80], y[:80], x[80:], y[80:]
+
+
+def _tiny_bn_model() -> nn.Module:
+    return nn.Sequential(nn.Conv1d(1, 8, 5, stride=2, padding=1, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 19, 10))
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A 3-class Gaussian-blob task (160 train / 80 test, 8 features, a small MLP) registered as ``tiny``."""
+    task = Task("tiny", _tiny_data, lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), 32)
+    monkeypatch.setitem(TASKS, "tiny", task)
+    return "tiny"
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _available(method: str) -> bool:
+    req = METHODS[method].requires
+    return req is None or importlib.util.find_spec(req) is not None
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if METHODS[m].tasks is None])
+def test_every_method_trains_the_tiny_task_and_records_each_epoch(tiny: str, name: str) -> None:
+    if not _available(name):
+        pytest.skip(f"{METHODS[name].requires} not installed")
+    result = run_job(Job(tiny, name, METHODS[name].default_lr, 0, 4))
+    assert [r["epoch"] for r in result["records"]] == [1, 2, 3, 4]
+    for rec in result["records"]:
+        assert set(rec) >= {"train_loss", "test_acc", "lr", "effective_lr", "seconds", "step_seconds", "omega"}
+        assert rec["effective_lr"] >= 0  # cosine reaches 0 at the end
+    assert result["records"][0]["effective_lr"] > 0
+    losses = [r["train_loss"] for r in result["records"]]
+    assert all(math.isfinite(v) for v in losses) and not result["diverged"]
+    assert result["steps"] == 4 * 5 and result["step_seconds_mean"] > 0
+    if name.startswith("autodrop"):
+        assert "drop_epochs" in result and len(result["omega_history"]) >= 2
+        assert any(rec["omega"] is not None for rec in result["records"])
+
+
+def test_schedules_follow_their_definition(tiny: str) -> None:
+    """MultiStepLR drops at 50% and 75% of the epochs; cosine ends near 0; ActiveSGD's effective LR moves."""
+    lrs = [r["lr"] for r in run_job(Job(tiny, "multistep", 0.1, 0, 8))["records"]]
+    assert lrs == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+    assert run_job(Job(tiny, "cosine", 0.1, 0, 4))["records"][-1]["lr"] < 1e-3
+    effective = [r["effective_lr"] for r in run_job(Job(tiny, "active-sgd", 0.1, 0, 4))["records"]]
+    assert len(set(effective)) > 1
+
+
+def test_texp_runs_on_a_scale_invariant_bn_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TASKS, "mnist1d-bncnn", Task("mnist1d-bncnn", _tiny_bn_data, _tiny_bn_model, 20))
+    assert not get_method("texp").applies_to("digits-mlp")
+    result = run_job(Job("mnist1d-bncnn", "texp", 0.1, 0, 4))
+    assert len(result["records"]) == 4 and not result["diverged"]
+    assert result["records"][-1]["train_loss"] < result["records"][0]["train_loss"]
+
+
+def test_divergence_is_recorded_and_stops_the_run(tiny: str) -> None:
+    result = run_job(Job(tiny, "constant", 1e9, 0, 5))
+    assert result["diverged"] and len(result["records"]) < 5
+    assert not math.isfinite(result["records"][-1]["train_loss"])
+
+
+def test_effective_lr_reads_each_optimizer_family() -> None:
+    model = nn.Linear(3, 2)
+    assert effective_lr(torch.optim.SGD(model.parameters(), lr=0.3)) == pytest.approx(0.3)
+    built = get_method("active-adamw").build(model, 0.01, 5, 2)
+    assert isinstance(built, Built) and effective_lr(built.optimizer) == pytest.approx(0.01)
+
+
+def test_runs_are_cached_resumed_and_deterministic(tiny: str, tmp_path) -> None:
+    jobs = make_jobs([tiny], ["constant", "autodrop-sgd"], seeds=2, epochs=3)
+    assert len(jobs) == 4
+    assert run_jobs(jobs, tmp_path, workers=1, progress=_quiet) == jobs
+    assert all(result_path(tmp_path, j).exists() for j in jobs)
+    first = {r["method"] + str(r["seed"]): r for r in load_results(tmp_path)}
+    # a second run computes nothing
+    assert run_jobs(jobs, tmp_path, workers=1, progress=_quiet) == []
+    # deleting one result recomputes only it, with the same numbers
+    result_path(tmp_path, jobs[1]).unlink()
+    assert run_jobs(jobs, tmp_path, workers=1, progress=_quiet) == [jobs[1]]
+    again = {r["method"] + str(r["seed"]): r for r in load_results(tmp_path, jobs)}
+    for key, res in first.items():
+        assert [r["test_acc"] for r in res["records"]] == [r["test_acc"] for r in again[key]["records"]]
+    # a different budget is a different key
+    assert run_jobs(make_jobs([tiny], ["constant"], 1, epochs=4), tmp_path, workers=1, progress=_quiet)
+
+
+def test_progress_lines_carry_an_eta(tiny: str, tmp_path) -> None:
+    lines: list[str] = []
+    run_jobs(make_jobs([tiny], ["constant", "cosine"], 1, epochs=2), tmp_path, workers=1, progress=lines.append)
+    assert "2 of 2 runs to compute" in lines[0]
+    assert lines[-1].startswith("[2/2]") and "ETA" in lines[-1]
+
+
+def test_report_has_tables_curves_sweep_and_figures(tiny: str, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    jobs = make_jobs([tiny], ["constant", "autodrop-sgd", "adamw", "active-adamw"], 2, epochs=3)
+    jobs += make_jobs([tiny], ["constant", "active-sgd"], 1, epochs=3, lr_sweep=True)
+    run_jobs(jobs, tmp_path, workers=1, progress=_quiet)
+    path = write_report(load_results(tmp_path, jobs), tmp_path, overhead={(tiny, "autodrop-sgd"): 1.234})
+    report = path.read_text()
+    assert "| 1.23 |" in report and "| 1 (plain) |" in report
+    assert "≈" in report  # active-adamw's ratio was not measured apart: it comes from the runs, marked
+    for method in ("constant", "**autodrop-sgd**", "adamw", "**active-adamw**", "active-sgd"):
+        assert f"| {method} |" in report
+    assert "### tiny (3 epochs, 2 seed(s)" in report and "Summary over tasks" in report
+    assert "LR sweep, tiny" in report and "| x0.1 | x0.3 | x1 | x3 | x10 |" in report
+    assert "drop epochs:" in report
+    with (tmp_path / "curves.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == sum(len(r["records"]) for r in load_results(tmp_path, jobs))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["per_task"]["tiny"]) == {"constant", "autodrop-sgd", "adamw", "active-adamw", "active-sgd"}
+    for name in ("curves_tiny.png", "lr_tiny.png", "autodrop_omega.png", "lr_sweep.png"):
+        assert (tmp_path / name).stat().st_size > 5_000
+        assert f"]({name})" in report
+
+
+def test_cli_bench_writes_the_report_and_reuses_the_cache(tiny: str, tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    argv = ["bench", "--tasks", tiny, "--methods", "constant", "cosine", "--epochs", "2", "--jobs", "1",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "| cosine |" in out.out and (tmp_path / "report.md").exists()
+    assert main(argv) == 0
+    assert "all 2 runs cached" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "named"), [(["--tasks", "no-such-task"], "no-such-task"),
+                                              (["--methods", "no-such-method"], "no-such-method"),
+                                              (["--seeds", "0"], "--seeds")])
+def test_cli_bench_rejects_bad_arguments_naming_them(args: list[str], named: str, tmp_path, capsys) -> None:
+    assert main(["bench", *args, "--out", str(tmp_path)]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_make_jobs_names_unknown_entries_and_skips_inapplicable_methods() -> None:
+    with pytest.raises(KeyError, match="nope"):
+        make_jobs(["nope"], ["constant"], 1)
+    with pytest.raises(KeyError, match="nope"):
+        make_jobs(["digits-mlp"], ["nope"], 1)
+    assert make_jobs(["digits-mlp"], ["texp"], 1) == []
+    sweep = make_jobs(["digits-mlp"], ["constant"], 1, lr_sweep=True)
+    assert [j.lr for j in sweep] == pytest.approx([0.01, 0.03, 0.1, 0.3, 1.0])
+    assert {j.epochs for j in make_jobs(["digits-mlp"], ["constant"], 1)} == {runner.TASK_BUDGETS["digits-mlp"][0]}
+
+
+def test_cli_list_and_quick_suite_selection(capsys) -> None:
+    assert main(["bench", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in METHODS)
+    quick = runner.SUITES["quick"]
+    assert quick.seeds == 1 and {"autodrop-sgd", "active-sgd", "active-adamw", "cosine"} <= set(quick.methods)
+
+
+def test_overhead_ratio_is_measured_against_the_reference_and_cached(tiny: str, tmp_path) -> None:
+    ratios = measure_overheads([(tiny, "autodrop-sgd"), (tiny, "constant")], tmp_path)
+    assert set(ratios) == {(tiny, "autodrop-sgd")}  # constant is the plain optimizer: no reference
+    assert 0.2 < ratios[(tiny, "autodrop-sgd")] < 20
+    cached = json.loads((tmp_path / "overhead" / f"{tiny}__autodrop-sgd__cpu.json").read_text())
+    assert cached["reference"] == "constant" and cached["steps"] >= 60
+    assert measure_overheads([(tiny, "autodrop-sgd")], tmp_path) == ratios  # read back, not re-measured
+
+
+def test_cli_bench_cuda_without_a_gpu_says_so(tmp_path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["bench", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "CUDA" in capsys.readouterr().err
