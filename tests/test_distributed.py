@@ -150,3 +150,50 @@ def test_ddp_ranks_take_identical_autodrop_decisions_and_keep_identical_active_m
     assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"]))
     assert all(torch.equal(a, b) for a, b in zip(r0["multipliers"], r1["multipliers"]))
     assert any(not torch.all(m == 1) for m in r0["multipliers"])  # the multipliers did adapt
+
+
+# ----------------------------------------------------------------------------------------------- FSDP2
+def _fsdp_worker(rank, out):
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sharded = AngularVelocity(opt, sharded=True)
+    try:
+        AngularVelocity(opt)
+        refused = False
+    except ValueError as err:
+        refused = "sharded=True" in str(err)
+    sched = AutoDrop(opt, sharded=True)  # epoch-averaged snapshots of DTensor parameters, one "epoch" per step
+    full = None
+    g = torch.Generator().manual_seed(7)  # the same data on both ranks
+    angles, reference = [], []
+    for _ in range(6):
+        loss = model(torch.randn(8, 6, generator=g)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        whole = [p.full_tensor().detach() for p in model.parameters()]  # gathered: the unsharded vector
+        if full is None:
+            full = AngularVelocity([torch.zeros_like(w, requires_grad=True) for w in whole])
+        angles.append(sharded.update())
+        reference.append(full.update(whole))
+        sched.step()
+    torch.save({"angles": angles, "reference": reference, "refused": refused,
+                "omega": sched.omega_history}, out / f"rank{rank}.pt")
+
+
+def test_fsdp2_sharded_parameters_give_the_angle_of_the_gathered_model(tmp_path):
+    """With FSDP2 (fully_shard, DTensor parameters) on CPU, AngularVelocity(sharded=True) measures from the local
+    shards and all-reduced sums the same angle as on the gathered full parameters, on both ranks."""
+    pytest.importorskip("torch.distributed.fsdp")
+    results = _run(_fsdp_worker, tmp_path)
+    for res in results:
+        assert res["angles"][:2] == [None, None]
+        for got, want in zip(res["angles"][2:], res["reference"][2:]):
+            assert got == pytest.approx(want, abs=1e-4)  # float32 parameters
+    assert results[0]["angles"] == results[1]["angles"]
+    assert all(res["refused"] for res in results)  # DTensors without sharded=True: a clear error
+    assert len(results[0]["omega"]) == 4 and results[0]["omega"] == results[1]["omega"]  # AutoDrop agrees

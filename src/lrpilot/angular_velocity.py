@@ -70,6 +70,12 @@ def _resolve_params(params: Any) -> tuple[list[Tensor], list[int]]:
     return tensors, sizes
 
 
+def _local(t: Tensor) -> Tensor:
+    """The part of ``t`` this process holds: the local shard of a DTensor (FSDP2), ``t`` itself otherwise."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
 def _sq_norms(tensors: Sequence[Tensor]) -> Tensor:
     """Per-tensor squared L2 norms as one float64 vector (fused ``_foreach_norm``, float64 accumulation)."""
     norms = torch._foreach_norm(list(tensors), 2, dtype=torch.float64)
@@ -125,6 +131,9 @@ class AngularVelocity:
         self.sharded = sharded
         self.process_group = process_group
         self.params, group_sizes = _resolve_params(params)
+        if not sharded and any(callable(getattr(p, "to_local", None)) for p in self.params):
+            raise ValueError("the parameters are DTensors (e.g. FSDP2's fully_shard): pass sharded=True so that the "
+                             "angle is computed from this rank's shard and all-reduced sums")
         ends = [sum(group_sizes[: i + 1]) for i in range(len(group_sizes))]
         self._group_bounds = [(end - size, end) for end, size in zip(ends, group_sizes)]
         self.eps = float(eps)
@@ -138,7 +147,7 @@ class AngularVelocity:
     # ------------------------------------------------------------------ measurement
     def _snapshot_source(self, tensors: Sequence[Tensor] | None) -> list[Tensor]:
         if tensors is None:
-            return [p.detach() for p in self.params]
+            return [_local(p.detach()) for p in self.params]
         tensors = list(tensors)
         if len(tensors) != len(self.params):
             raise ValueError(
@@ -147,7 +156,7 @@ class AngularVelocity:
         for i, (t, p) in enumerate(zip(tensors, self.params)):
             if t.shape != p.shape:
                 raise ValueError(f"update() tensor {i} has shape {tuple(t.shape)}, expected {tuple(p.shape)}")
-        return [t.detach() for t in tensors]
+        return [_local(t.detach()) for t in tensors]
 
     @torch.no_grad()
     def update(self, tensors: Sequence[Tensor] | None = None) -> float | None:
@@ -233,14 +242,14 @@ class AngularVelocity:
                     f"AngularVelocity state_dict '{key}' holds {len(value)} tensors, "
                     f"this instance tracks {len(self.params)}"
                 )
-            for i, (t, p) in enumerate(zip(value, self.params)):
+            for i, (t, p) in enumerate(zip(value, [_local(q.detach()) for q in self.params])):
                 if tuple(t.shape) != tuple(p.shape):
                     raise ValueError(
                         f"AngularVelocity state_dict '{key}'[{i}] has shape {tuple(t.shape)}, "
                         f"expected {tuple(p.shape)}"
                     )
             buffers[key] = [t.detach().to(device=p.device, dtype=p.dtype).clone()
-                            for t, p in zip(value, self.params)]
+                            for t, p in zip(value, [_local(q.detach()) for q in self.params])]
         self._prev, self._disp = buffers["prev"], buffers["disp"]
         self.num_snapshots = int(state["num_snapshots"])
         self.last = state["last"]
