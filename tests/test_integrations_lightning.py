@@ -48,8 +48,12 @@ def test_autodrop_callback_drops_and_resumes_from_a_lightning_checkpoint_identic
     ends with the same drops and bitwise the same weights as an uninterrupted 12-epoch run."""
     full_cb = AutoDropCallback(**FAST_DROP)
     full = Tiny()
-    trainer(EPOCHS, [full_cb]).fit(full)
+    full_trainer = trainer(EPOCHS, [full_cb])
+    full_trainer.fit(full)
     assert full_cb.scheduler is not None and full_cb.scheduler.drop_epochs
+    logged = full_trainer.callback_metrics  # what Lightning's loggers receive through pl_module.log_dict
+    assert float(logged["autodrop/drops"]) == len(full_cb.scheduler.drops)
+    assert float(logged["lr/group0"]) == pytest.approx(full_cb.scheduler.get_last_lr()[0])
     assert any(e > 6 for e in full_cb.scheduler.drop_epochs)
 
     first = Tiny()
