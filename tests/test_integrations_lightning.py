@@ -82,3 +82,31 @@ def test_autodrop_callback_rejects_bad_options_before_training():
         AutoDropCallback(rho=2.0)
     with pytest.raises(ValueError, match="optimizer_index"):
         AutoDropCallback(optimizer_index=-1)
+
+
+class PoisonedAt(Tiny):
+    """Its loss becomes NaN from epoch ``epoch`` on (a diverging run)."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.poison_epoch = epoch
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.current_epoch >= self.poison_epoch else loss
+
+
+def test_a_nan_loss_inside_the_trainer_warns_and_never_collapses_the_lr():
+    """Documented behaviour: NaN parameters give a NaN angle; AutoDrop warns and takes no decision on it, so
+    the LR stays where it was (no silent drop to the floor); ActiveLR multipliers stay finite."""
+    cb = AutoDropCallback(**FAST_DROP)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        trainer(EPOCHS, [cb]).fit(PoisonedAt(epoch=2))
+    assert cb.scheduler.drops == []
+    assert cb.scheduler.get_last_lr() == [0.2]
+    active_model = PoisonedAt(epoch=2)
+    active_model.active = True
+    t = trainer(6, [ActiveLRCallback(log=False)])
+    t.fit(active_model)
+    opt = t.optimizers[0]
+    assert all(torch.isfinite(opt.state[p]["multiplier"]).all() for p in active_model.parameters())
