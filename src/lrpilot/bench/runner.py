@@ -243,7 +243,18 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
              f"{max(1, workers)} process(es)")
     start = time.perf_counter()
 
-    def report(done: int, job: Job, result: dict[str, Any]) -> None:
+    failed: list[Job] = []
+
+    def settle(done: int, job: Job, compute: Callable[[], dict[str, Any]]) -> None:
+        """Cache and report one finished job; a job that raised is reported and left uncached (the others go on)."""
+        try:
+            result = compute()
+        except Exception as err:
+            failed.append(job)
+            progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
+                     f"FAILED: {type(err).__name__}: {err}")
+            return
+        _save(out, job, result)
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (len(todo) - done)
         final = result["records"][-1]["test_acc"] if result["records"] else math.nan
@@ -252,45 +263,25 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
                  f"acc {100 * final:.1f}%{flag} ({result['seconds']:.1f}s) | elapsed {_fmt_seconds(elapsed)}, "
                  f"ETA {_fmt_seconds(eta)}")
 
-    failed: list[Job] = []
     if workers <= 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in the worker processes: comparable timings, no oversubscription
         try:
             for done, job in enumerate(todo, 1):
-                try:
-                    result = run_job(job, device)
-                except Exception as err:  # one broken run must not lose the others; it is not cached
-                    failed.append(job)
-                    progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
-                             f"FAILED: {type(err).__name__}: {err}")
-                    continue
-                _save(out, job, result)
-                report(done, job, result)
+                settle(done, job, lambda job=job: run_job(job, device))
         finally:
             torch.set_num_threads(threads)
-        if failed:
-            raise BenchError(failed)
-        return todo
-    # CUDA cannot be used in forked children of a process that touched it: spawn fresh workers for a GPU.
-    context = multiprocessing.get_context("spawn") if device.startswith("cuda") else None
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending = {pool.submit(_worker, (job, device)): job for job in todo}
-        done = 0
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                job = pending.pop(fut)
-                done += 1
-                try:
-                    result = fut.result()
-                except Exception as err:  # one broken run must not lose the others; it is not cached
-                    failed.append(job)
-                    progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
-                             f"FAILED: {type(err).__name__}: {err}")
-                    continue
-                _save(out, job, result)
-                report(done, job, result)
+    else:
+        # CUDA cannot be used in forked children of a process that touched it: spawn fresh workers for a GPU.
+        context = multiprocessing.get_context("spawn") if device.startswith("cuda") else None
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending = {pool.submit(_worker, (job, device)): job for job in todo}
+            done = 0
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    done += 1
+                    settle(done, pending.pop(fut), fut.result)
     if failed:
         raise BenchError(failed)
     return todo
