@@ -28,6 +28,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("lrpilot.integrations.huggingface needs 'transformers': pip install transformers") from err
 
+from .._validation import check_number
 from ..autodrop import AutoDrop
 from .logging import lrpilot_metrics
 
@@ -46,9 +47,8 @@ class AutoDropCallback(TrainerCallback):
     """
 
     def __init__(self, mode: str = "trend", *, window_steps: int | None = None, **options: Any) -> None:
-        if window_steps is not None and (isinstance(window_steps, bool) or not isinstance(window_steps, int)
-                                         or window_steps < 1):
-            raise ValueError(f"window_steps must be None or a positive int, got {window_steps!r}")
+        if window_steps is not None:
+            check_number("window_steps", window_steps, low=1, integer=True)
         probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         AutoDrop(probe, mode, **options).remove_hook()  # fails now on a bad mode or option
         self.mode, self.options, self.window_steps = mode, options, window_steps

@@ -23,6 +23,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("lrpilot.integrations.lightning needs the 'lightning' package: pip install lightning") from err
 
+from .._validation import check_number
 from ..active._base import ActiveOptimizer
 from ..autodrop import AutoDrop
 from .logging import lrpilot_metrics
@@ -43,8 +44,7 @@ class AutoDropCallback(Callback):
     """
 
     def __init__(self, mode: str = "trend", *, optimizer_index: int = 0, log: bool = True, **options: Any) -> None:
-        if isinstance(optimizer_index, bool) or not isinstance(optimizer_index, int) or optimizer_index < 0:
-            raise ValueError(f"optimizer_index must be an int >= 0, got {optimizer_index!r}")
+        check_number("optimizer_index", optimizer_index, low=0, integer=True)
         # validate mode and options now, on a throwaway optimizer, so a typo fails before training starts
         import torch
 

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .._validation import check_number
+
 __all__ = ["Branch", "decay_branches", "snapshot"]
 
 
@@ -84,12 +86,9 @@ def decay_branches(checkpoints: Mapping[int, Mapping[str, Any]],
     """
     if not checkpoints:
         raise ValueError("checkpoints is empty: save at least one snapshot(model, optimizer) of the large-LR run")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (0 < factor <= 1):
-        raise ValueError(f"factor must be in (0, 1], got {factor!r}")
-    if isinstance(evaluate_every, bool) or not isinstance(evaluate_every, int) or evaluate_every < 0:
-        raise ValueError(f"evaluate_every must be an int >= 0, got {evaluate_every!r}")
+    check_number("epochs", epochs, low=1, integer=True)
+    check_number("factor", factor, low=0, low_open=True, high=1)
+    check_number("evaluate_every", evaluate_every, low=0, integer=True)
     for epoch, ckpt in checkpoints.items():
         if not isinstance(ckpt, Mapping) or not {"model", "optimizer"} <= set(ckpt):
             raise ValueError(f"checkpoint {epoch!r} must be snapshot(model, optimizer) with 'model' and 'optimizer'")

@@ -34,12 +34,13 @@ segment ``default_rng(2000 + 97 s + k)``, the j-th branch ``default_rng(5000 + 9
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from .._validation import check_number
 
 __all__ = [
     "CONFIG_A",
@@ -248,17 +249,11 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         for key in ("d", "n", "batch", "post_steps", "log_every"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
+            check_number(key, getattr(self, key), low=1, integer=True)
         for key in ("gamma", "label_noise"):
-            value = getattr(self, key)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{key} must be finite and >= 0, got {value!r}")
+            check_number(key, getattr(self, key), low=0)
         for key in ("rho", "lr", "small_lr_factor"):
-            value = getattr(self, key)
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{key} must be finite and > 0, got {value!r}")
+            check_number(key, getattr(self, key), low=0, low_open=True)
         times = self.decay_times
         if not times or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times) or list(
                 times) != sorted(set(times)):

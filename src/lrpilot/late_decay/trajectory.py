@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from .._validation import check_number
+
 __all__ = ["PCAPlane", "TrajectoryRecorder", "loss_surface"]
 
 
@@ -53,10 +55,8 @@ class TrajectoryRecorder:
 
     def __init__(self, source: nn.Module | Iterable[Tensor], every: int = 1, max_snapshots: int = 512,
                  dtype: torch.dtype = torch.float32) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        if isinstance(max_snapshots, bool) or not isinstance(max_snapshots, int) or max_snapshots < 4:
-            raise ValueError(f"max_snapshots must be an int >= 4, got {max_snapshots!r}")
+        check_number("every", every, low=1, integer=True)
+        check_number("max_snapshots", max_snapshots, low=4, integer=True)
         self.params = _params(source)
         self.every = every
         self.max_snapshots = max_snapshots
