@@ -7,7 +7,8 @@ ResNet-18, 100 epochs, no LR schedule, weight decay 0) at CPU scale, on the MNIS
 (``lrpilot.bench.tasks``, 4000 train / 1000 test, batch 100, 40 steps per epoch):
 
   * AdamW vs ActiveAdamW at initial lr 1e-5, 1e-4, 1e-3, 1e-2 (betas 0.9/0.999, eps 1e-8, weight decay 0);
-  * SGD vs ActiveSGD (momentum 0.9, weight decay 0) at lr 1e-3, 1e-2, 1e-1, 1;
+  * SGD vs ActiveSGD (momentum 0.9, weight decay 0) at lr 1e-3, 1e-2, 1e-1, 1, and the same with momentum 0
+    (torch.optim.SGD's default, with which the grid ends near the tuned LR, as the AdamW grid does);
   * ActiveLR with the paper's lr_low = 0.5, lr_high = 2.0, unbounded multipliers, ``steps_per_epoch=40``;
   * ablation: ActiveSGD with lr_low = 0.9, lr_high = 0.1, the constants hard-coded in the only official SGD
     variant (no SGD experiment of the paper is logged);
@@ -46,8 +47,13 @@ TASK = "mnist1d-cnn"
 FAMILIES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "AdamW": (("AdamW", "ActiveAdamW"), (1e-5, 1e-4, 1e-3, 1e-2)),
     "SGD": (("SGD", "ActiveSGD", "ActiveSGD-code-0.9-0.1"), (1e-3, 1e-2, 1e-1, 1.0)),
+    # torch.optim.SGD's own default (momentum 0): the same grid then ends near the tuned LR, as the AdamW grid does
+    "SGD-m0": (("SGD-m0", "ActiveSGD-m0", "ActiveSGD-m0-code-0.9-0.1"), (1e-3, 1e-2, 1e-1, 1.0)),
 }
-LABELS = {"ActiveSGD-code-0.9-0.1": "ActiveSGD, lr_low 0.9 / lr_high 0.1 (ablation: official ActiveSGD.py constants)"}
+LABELS = {"ActiveSGD-code-0.9-0.1": "ActiveSGD, lr_low 0.9 / lr_high 0.1 (ablation: official ActiveSGD.py constants)",
+          "SGD-m0": "SGD, momentum 0", "ActiveSGD-m0": "ActiveSGD, momentum 0",
+          "ActiveSGD-m0-code-0.9-0.1": "ActiveSGD, momentum 0, lr_low 0.9 / lr_high 0.1 (ablation)"}
+#: momentum of the SGD methods: 0.9 (the official ActiveSGD.py default) unless the name ends in "-m0"
 
 
 def steps_per_epoch() -> int:
@@ -60,12 +66,15 @@ def make_optimizer(method: str, params: Any, lr: float, spe: int, foreach: bool 
         return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=foreach)
     if method == "ActiveAdamW":
         return ActiveAdamW(params, lr=lr, weight_decay=0.0, steps_per_epoch=spe, foreach=foreach)
-    if method == "SGD":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=foreach)
-    if method == "ActiveSGD":
-        return ActiveSGD(params, lr=lr, momentum=0.9, steps_per_epoch=spe, foreach=foreach)
-    if method == "ActiveSGD-code-0.9-0.1":
-        return ActiveSGD(params, lr=lr, momentum=0.9, steps_per_epoch=spe, foreach=foreach, lr_low=0.9, lr_high=0.1)
+    momentum = 0.0 if "-m0" in method else 0.9
+    base = method.replace("-m0", "")
+    if base == "SGD":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=foreach)
+    if base == "ActiveSGD":
+        return ActiveSGD(params, lr=lr, momentum=momentum, steps_per_epoch=spe, foreach=foreach)
+    if base == "ActiveSGD-code-0.9-0.1":
+        return ActiveSGD(params, lr=lr, momentum=momentum, steps_per_epoch=spe, foreach=foreach, lr_low=0.9,
+                         lr_high=0.1)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -156,7 +165,8 @@ def stats(results: dict, method: str, lr: float) -> dict[str, Any] | None:
 def summarize(results: dict, epochs: int, seeds: int) -> str:
     lines = []
     for methods, lrs in FAMILIES.values():
-        lines.append(f"\n### {methods[0]} vs {methods[1]} (MNIST-1D CNN, {epochs} epochs, {seeds} seeds; final test "
+        plain, active = (LABELS.get(m, m) for m in methods[:2])
+        lines.append(f"\n### {plain} vs {active} (MNIST-1D CNN, {epochs} epochs, {seeds} seeds; final test "
                      "accuracy %, mean ± sd)\n")
         lines.append("| method | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | worst lr (mean) | worst run |")
         lines.append("|---|" + "---|" * (len(lrs) + 2))
@@ -218,19 +228,20 @@ def plot(results: dict, figdir: Path) -> None:
     import matplotlib.pyplot as plt
 
     figdir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(2, len(FAMILIES), figsize=(5.5 * len(FAMILIES), 8))
     for col, (methods, lrs) in enumerate(FAMILIES.values()):
         ax = axes[0, col]
         for method, color, style in zip(methods, ("C7", "C0", "C1"), ("-", "-", "--")):
             pts = [(lr, stats(results, method, lr)) for lr in lrs]
             pts = [(lr, s) for lr, s in pts if s is not None]
-            label = "ActiveSGD (0.9 / 0.1, ablation)" if method in LABELS else method
+            label = "ActiveSGD (0.9 / 0.1, ablation)" if "code" in method else LABELS.get(method, method)
             ax.errorbar([lr for lr, _ in pts], [s["final"] for _, s in pts], yerr=[s["sd"] for _, s in pts],
                         marker="o", capsize=3, color=color, ls=style, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("initial learning rate")
         ax.set_ylabel("final test accuracy (%)")
-        ax.set_title(f"MNIST-1D CNN: {methods[0]} vs {methods[1]}")
+        ax.set_title(f"MNIST-1D CNN: {LABELS.get(methods[0], methods[0])} vs {LABELS.get(methods[1], methods[1])}",
+                     fontsize=9)
         ax.legend()
         ax = axes[1, col]
         for i, lr in enumerate(lrs):
@@ -245,7 +256,7 @@ def plot(results: dict, figdir: Path) -> None:
                             color=f"C{i}", alpha=0.12)
         ax.set_xlabel("epoch")
         ax.set_ylabel("effective learning rate")
-        ax.set_title(f"{methods[1]}, seed 0: mean (line), min-max (band)")
+        ax.set_title(f"{LABELS.get(methods[1], methods[1])}, seed 0: mean (line), min-max (band)", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(figdir / "activelr_robustness.png", dpi=110)
