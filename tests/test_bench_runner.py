@@ -17,7 +17,7 @@ from lrpilot.bench.methods import METHODS, Built, effective_lr, get_method
 from lrpilot.bench.overhead import measure_overheads
 from lrpilot.bench.report import write_report
 from lrpilot.bench.runner import Job, load_results, make_jobs, result_path, run_job, run_jobs
-from lrpilot.bench.tasks import TASKS, Task
+from lrpilot.bench.tasks import TASKS, ClassificationTask
 from lrpilot.cli import main
 
 
@@ -44,7 +44,8 @@ def _tiny_bn_model() -> nn.Module:
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> str:
     """A 3-class Gaussian-blob task (160 train / 80 test, 8 features, a small MLP) registered as ``tiny``."""
-    task = Task("tiny", _tiny_data, lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), 32)
+    task = ClassificationTask("tiny", _tiny_data, lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)),
+                              32)
     monkeypatch.setitem(TASKS, "tiny", task)
     return "tiny"
 
@@ -65,7 +66,7 @@ def test_every_method_trains_the_tiny_task_and_records_each_epoch(tiny: str, nam
     result = run_job(Job(tiny, name, METHODS[name].default_lr, 0, 4))
     assert [r["epoch"] for r in result["records"]] == [1, 2, 3, 4]
     for rec in result["records"]:
-        assert set(rec) >= {"train_loss", "test_acc", "lr", "effective_lr", "seconds", "step_seconds", "omega"}
+        assert set(rec) >= {"train_loss", "test_metric", "lr", "effective_lr", "seconds", "step_seconds", "omega"}
         assert rec["effective_lr"] >= 0  # cosine reaches 0 at the end
     assert result["records"][0]["effective_lr"] > 0
     losses = [r["train_loss"] for r in result["records"]]
@@ -86,7 +87,7 @@ def test_schedules_follow_their_definition(tiny: str) -> None:
 
 
 def test_texp_runs_on_a_scale_invariant_bn_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TASKS, "mnist1d-bncnn", Task("mnist1d-bncnn", _tiny_bn_data, _tiny_bn_model, 20))
+    monkeypatch.setitem(TASKS, "mnist1d-bncnn", ClassificationTask("mnist1d-bncnn", _tiny_bn_data, _tiny_bn_model, 20))
     assert not get_method("texp").applies_to("digits-mlp")
     result = run_job(Job("mnist1d-bncnn", "texp", 0.1, 0, 4))
     assert len(result["records"]) == 4 and not result["diverged"]
@@ -119,7 +120,7 @@ def test_runs_are_cached_resumed_and_deterministic(tiny: str, tmp_path) -> None:
     assert run_jobs(jobs, tmp_path, workers=1, progress=_quiet) == [jobs[1]]
     again = {r["method"] + str(r["seed"]): r for r in load_results(tmp_path, jobs)}
     for key, res in first.items():
-        assert [r["test_acc"] for r in res["records"]] == [r["test_acc"] for r in again[key]["records"]]
+        assert [r["test_metric"] for r in res["records"]] == [r["test_metric"] for r in again[key]["records"]]
     # a different budget is a different key
     assert run_jobs(make_jobs([tiny], ["constant"], 1, epochs=4), tmp_path, workers=1, progress=_quiet)
 
@@ -183,7 +184,7 @@ def test_make_jobs_names_unknown_entries_and_skips_inapplicable_methods() -> Non
     assert make_jobs(["digits-mlp"], ["texp"], 1) == []
     sweep = make_jobs(["digits-mlp"], ["constant"], 1, lr_sweep=True)
     assert [j.lr for j in sweep] == pytest.approx([0.01, 0.03, 0.1, 0.3, 1.0])
-    assert {j.epochs for j in make_jobs(["digits-mlp"], ["constant"], 1)} == {runner.TASK_BUDGETS["digits-mlp"][0]}
+    assert {j.epochs for j in make_jobs(["digits-mlp"], ["constant"], 1)} == {TASKS["digits-mlp"].epochs}
 
 
 def test_cli_list_and_quick_suite_selection(capsys) -> None:

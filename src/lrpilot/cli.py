@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -118,10 +119,12 @@ def late_decay(args: argparse.Namespace) -> int:
 BENCH_HELP = """Benchmark lrpilot's methods against the LR schedules and LR-free optimizers in common use.
 
 With no arguments, runs the `quick` suite (MNIST-1D CNN 40 epochs and digits MLP 30 epochs, every method at
-its default LR, 1 seed; measured 90 s on 2 CPU cores). `--suite full` runs every task and method for the
-tasks' full budgets with 3 seeds. Each run is cached as runs/<task>__<method>__lr<lr>__s<seed>__e<epochs>.json
-under --out, so an interrupted benchmark resumes and a repeated one computes only what is missing. Writes
-report.md, curves.csv, summary.json and PNG figures to --out.
+its default LR, 1 seed; measured 90 s on 2 CPU cores). `--suite full` runs every task (MNIST-1D CNN, BN CNN
+and BN ResNet, digits MLP, a character GPT on tiny Shakespeare) and method for the tasks' full budgets with 3
+seeds. `--tasks cifar10-resnet --cifar10 PATH` adds CIFAR-10 from a local copy. Each run is cached as
+runs/<task>__<method>__lr<lr>__s<seed>__e<epochs>.json under --out, so an interrupted benchmark resumes and a
+repeated one computes only what is missing. Writes report.md, curves.csv, summary.json and PNG figures to
+--out.
 """
 
 
@@ -131,10 +134,13 @@ def bench(args: argparse.Namespace) -> int:
     from .bench.overhead import measure_overheads
     from .bench.report import write_report
     from .bench.runner import SUITES, BenchError, load_results, make_jobs, result_path, run_jobs
-    from .bench.tasks import TASKS
+    from .bench.tasks import CIFAR10_ENV, TASKS
 
+    if args.cifar10 is not None:
+        os.environ[CIFAR10_ENV] = str(args.cifar10)  # read by the task in this process and the workers
     if args.list:
-        print("tasks: " + ", ".join(TASKS))
+        print("tasks: " + ", ".join(f"{name}{'' if t.in_full_suite else ' (optional: needs local data)'}"
+                                    for name, t in TASKS.items()))
         for m in METHODS.values():
             print(f"  {m.name:15s} lr {m.default_lr:<7g} {m.description}")
         return 0
@@ -151,6 +157,12 @@ def bench(args: argparse.Namespace) -> int:
     if not jobs:
         print("lrpilot bench: no method applies to the selected tasks", file=sys.stderr)
         return 2
+    for task in dict.fromkeys(j.task for j in jobs):
+        try:
+            TASKS[task].check_available()
+        except (OSError, ImportError, ValueError) as err:
+            print(f"lrpilot bench: task {task!r} cannot run: {err}", file=sys.stderr)
+            return 2
     if args.device.startswith("cuda"):
         import torch
 
@@ -207,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=2, help="parallel processes, 1 thread each (default 2; 1: in-process)")
     b.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     b.add_argument("--out", default="lrpilot-bench", help="results directory (default ./lrpilot-bench)")
+    b.add_argument("--cifar10", metavar="PATH", help="directory of CIFAR-10's python batches (cifar-10-batches-py) "
+                   "for the optional cifar10-resnet task; never downloaded (default: $LRPILOT_CIFAR10)")
     b.add_argument("--list", action="store_true", help="list the tasks and methods and exit")
     b.set_defaults(func=bench)
     return parser

@@ -12,9 +12,10 @@ epoch budget, a :class:`Built`: the optimizer, the scheduler (or none) and when 
   ActiveAdamW; schedule-free AdamW at its default LR 2.5e-3 with 5% warmup; Prodigy and D-Adaptation Adam
   at their LR factor 1.
 * ``texp``: lrpilot's TEXP (Li & Arora) on a scale-invariant network, the no-weight-decay twin of ``multistep``;
-  it only applies to BatchNorm tasks (``Method.tasks``). :func:`lrpilot.make_scale_invariant` freezes the
-  BatchNorm affine parameters and the linear head, whose weights are then multiplied by 4 (the frozen head sets
-  the logits' temperature; gain 4 as in ``benchmarks/exponential_demo.py``).
+  it only applies to the BatchNorm tasks (``mnist1d-bncnn``, ``mnist1d-resnet-bn``: every conv there is followed
+  by BatchNorm, so each is scale-invariant once :func:`lrpilot.make_scale_invariant` has frozen the BN affine
+  parameters and the linear head, whose weights are then multiplied by 4: the frozen head sets the logits'
+  temperature; gain 4 as in ``benchmarks/exponential_demo.py``).
 
 Adding a method is one :func:`register` call; optional packages (``schedulefree``, ``prodigyopt``,
 ``dadaptation``: ``pip install 'lrpilot[bench]'``) are imported only when their method is built.
@@ -247,4 +248,4 @@ register(Method("active-sgd", "lrpilot ActiveSGD (m 0.9, wd 5e-4)", SGD_LR,
 register(Method("active-adamw", "lrpilot ActiveAdamW (wd 1e-2)", ADAMW_LR,
                 _active("ActiveAdamW", weight_decay=ADAMW_WD), reference="adamw", family="adam"))
 register(Method("texp", "lrpilot TEXP: no-WD exponential twin of multistep (scale-invariant BN net only)", SGD_LR,
-                _texp, reference="constant", tasks=("mnist1d-bncnn",)))
+                _texp, reference="constant", tasks=("mnist1d-bncnn", "mnist1d-resnet-bn")))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,14 @@ def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int =
     5 warm-up steps; per-step time = median step time + median per-epoch scheduler time / steps_per_epoch.
     Returns the ratio and both per-step times in seconds."""
     dev = torch.device(device)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
     if model is None or batch is None:
         task = TASKS[task_name]
-        x, y, _, _ = task.data()
         torch.manual_seed(0)
         model = task.model()
-        batch = (x[: task.batch_size], y[: task.batch_size])
-        steps_per_epoch = steps_per_epoch or math.ceil(len(x) / task.batch_size)
+        batch = task.example_batch()
+        steps_per_epoch = steps_per_epoch or task.steps_per_epoch()
+        loss_fn = task.loss
     spe = steps_per_epoch or 50
     model = model.to(dev)
     xb, yb = (t.to(dev) for t in batch)
@@ -79,7 +80,7 @@ def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int =
     epoch_times: dict[str, list[float]] = {name: [] for name in models}
     for step in range(1, max(steps, 2 * spe) + 6):
         for name, m in models.items():
-            loss = F.cross_entropy(m(xb), yb)
+            loss = loss_fn(m(xb), yb)
             built[name].optimizer.zero_grad(set_to_none=True)
             loss.backward()
             seconds, epoch_seconds = timed_step(built[name], step, spe, dev)

@@ -1,7 +1,8 @@
 """Turn cached benchmark results into ``report.md``, ``curves.csv``, ``summary.json`` and PNG figures.
 
-Tables (per task, at each method's default LR, mean ± sd over seeds): final and best test accuracy,
-epochs and wall seconds to the task's target accuracy, seconds per run, and the optimizer-step time relative
+Tables (per task, at each method's default LR, mean ± sd over seeds): final and best test metric (accuracy,
+or validation loss for language modelling: each result says which), epochs and wall seconds to the task's
+target, seconds per run, and the optimizer-step time relative
 to the plain optimizer the method extends (``Method.reference``); a summary over tasks (gap to the best
 method per task, rank); with an LR sweep, final accuracy per LR factor and the worst of them. Figures:
 learning curves per task, effective-LR traces (log scale), AutoDrop's angular velocity with its drops, the
@@ -16,6 +17,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,46 @@ from .runner import target_of
 __all__ = ["method_stats", "write_report"]
 
 Result = dict[str, Any]
-CURVE_FIELDS = ("task", "method", "lr", "seed", "epoch", "train_loss", "test_loss", "test_acc", "lr_group0",
-                "effective_lr", "omega", "seconds", "step_seconds")
+CURVE_FIELDS = ("task", "method", "lr", "seed", "epoch", "train_loss", "test_loss", "metric", "test_metric",
+                "lr_group0", "effective_lr", "omega", "seconds", "step_seconds")
 #: lrpilot's own methods: bold in the tables, strong solid lines in the figures.
 OURS = {"autodrop-sgd": "#d62728", "autodrop-adamw": "#ff7f0e", "active-sgd": "#1f77b4", "active-adamw": "#17becf",
         "texp": "#9467bd"}
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """How a task's test metric reads: its label, direction, display scale and digits."""
+
+    name: str
+    higher_is_better: bool
+    scale: float
+    digits: int
+    unit: str
+
+    def best(self, values: Sequence[float]) -> float:
+        return max(values) if self.higher_is_better else min(values)
+
+    def reached(self, value: float, target: float) -> bool:
+        return value >= target if self.higher_is_better else value <= target
+
+    def failed(self) -> float:
+        """The value a diverged run counts as: 0 accuracy, infinite loss."""
+        return 0.0 if self.higher_is_better else math.inf
+
+    def gap(self, value: float, best: float) -> float:
+        """Distance behind the best: points of accuracy, or % above the best loss."""
+        if self.higher_is_better:
+            return 100 * (best - value)
+        return 100 * (value / best - 1) if math.isfinite(value) else math.inf
+
+
+_METRICS = {"accuracy": _Metric("test accuracy", True, 100.0, 1, "%"),
+            "val_loss": _Metric("validation loss", False, 1.0, 3, "")}
+
+
+def _metric_of(result: Result) -> _Metric:
+    return _METRICS[result.get("metric", "accuracy")]
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -52,15 +89,16 @@ def _default_lr(method: str) -> float | None:
 
 
 def _to_target(result: Result, target: float) -> tuple[int, float] | None:
+    metric = _metric_of(result)
     for rec in result["records"]:
-        if rec["test_acc"] >= target:
+        if metric.reached(rec["test_metric"], target):
             return rec["epoch"], rec["seconds"]
     return None
 
 
 def method_stats(results: Sequence[Result]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per task, per method, statistics of its runs at its default LR (a method with no default-LR run falls
-    back to its only LR): seeds, final/best accuracy, epochs/seconds to target, seconds, step seconds."""
+    back to its only LR): seeds, final/best test metric, epochs/seconds to target, seconds, step seconds."""
     groups: dict[tuple[str, str], dict[float, list[Result]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         groups[(r["task"], r["method"])][r["lr"]].append(r)
@@ -71,12 +109,14 @@ def method_stats(results: Sequence[Result]) -> dict[str, dict[str, dict[str, Any
         if runs is None:
             continue
         target = target_of(task)
+        metric = _metric_of(runs[0])
         hits = [_to_target(r, target) for r in runs]
         reached = [h for h in hits if h is not None]
         stats[task][method] = {
             "lr": runs[0]["lr"], "seeds": len(runs), "epochs": runs[0]["epochs"],
-            "final": [r["records"][-1]["test_acc"] if not r["diverged"] else math.nan for r in runs],
-            "best": [max(x["test_acc"] for x in r["records"]) for r in runs],
+            "metric": runs[0].get("metric", "accuracy"),
+            "final": [r["records"][-1]["test_metric"] if not r["diverged"] else math.nan for r in runs],
+            "best": [metric.best([x["test_metric"] for x in r["records"]]) for r in runs],
             "epochs_to_target": [h[0] for h in reached], "seconds_to_target": [h[1] for h in reached],
             "target": target, "seconds": [r["seconds"] for r in runs],
             "step_seconds": [r["step_seconds_mean"] for r in runs],
@@ -89,12 +129,21 @@ def _task_table(task: str, stats: dict[str, dict[str, Any]], overhead: dict[tupl
                 ) -> list[str]:
     first = next(iter(stats.values()))
     target = first["target"]
-    lines = [f"\n### {task} ({first['epochs']} epochs, {first['seeds']} seed(s); test accuracy %, target "
-             f"{100 * target:g}%)\n",
-             "| method | lr | final acc | best acc | epochs to target | seconds to target | s/run | "
+    metric = _METRICS[first["metric"]]
+    lines = [f"\n### {task} ({first['epochs']} epochs, {first['seeds']} seed(s); {metric.name}"
+             f"{' ' + metric.unit if metric.unit else ''}, {'higher' if metric.higher_is_better else 'lower'} is "
+             f"better, target {metric.scale * target:g}{metric.unit})\n",
+             "| method | lr | final | best | epochs to target | seconds to target | s/run | "
              "opt-step time vs plain | notes |",
              "|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(stats, key=lambda m: -_mean_sd(stats[m]["final"])[0] if stats[m]["final"] else 0)
+
+    def rank_key(m: str) -> float:
+        mean = _mean_sd(stats[m]["final"])[0]
+        if not math.isfinite(mean):
+            return math.inf
+        return -mean if metric.higher_is_better else mean
+
+    order = sorted(stats, key=rank_key)
     for method in order:
         s = stats[method]
         n = s["seeds"]
@@ -114,7 +163,8 @@ def _task_table(task: str, stats: dict[str, dict[str, Any]], overhead: dict[tupl
             drops = ["none" if not d else ",".join(map(str, d)) for d in s["drop_epochs"]]
             notes.append("drop epochs: " + "; ".join(drops))
         bold = "**" if method in OURS else ""
-        lines.append(f"| {bold}{method}{bold} | {s['lr']:g} | {_pm(s['final'])} | {_pm(s['best'])} | {ett} | {stt} | "
+        final, best = _pm(s["final"], metric.scale, metric.digits), _pm(s["best"], metric.scale, metric.digits)
+        lines.append(f"| {bold}{method}{bold} | {s['lr']:g} | {final} | {best} | {ett} | {stt} | "
                      f"{statistics.mean(s['seconds']):.1f} | {ratio} | {', '.join(notes)} |")
     return lines
 
@@ -123,15 +173,18 @@ def _summary_table(stats: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[st
     gaps: dict[str, dict[str, float]] = defaultdict(dict)
     ranks: dict[str, list[int]] = defaultdict(list)
     for task, by_method in stats.items():
+        metric = _METRICS[next(iter(by_method.values()))["metric"]]
         finals = {m: _mean_sd(s["final"])[0] for m, s in by_method.items()}
-        finals = {m: (v if math.isfinite(v) else 0.0) for m, v in finals.items()}
-        best = max(finals.values())
+        finals = {m: (v if math.isfinite(v) else metric.failed()) for m, v in finals.items()}
+        best = metric.best(list(finals.values()))
         for m, value in finals.items():
-            gaps[m][task] = 100 * (best - value)
-            ranks[m].append(1 + sum(other > value for other in finals.values()))  # ties share the better rank
+            gaps[m][task] = metric.gap(value, best)
+            # ties share the better rank
+            ranks[m].append(1 + sum(metric.gap(other, best) < gaps[m][task] for other in finals.values()))
     tasks = list(stats)
-    lines = ["\n### Summary over tasks (performance profile: points of final accuracy behind the best method of "
-             "each task at default LRs; lower is better)\n",
+    lines = ["\n### Summary over tasks (performance profile at default LRs: how far each method's final metric is "
+             "behind the best method of each task — points of accuracy, or % above the best validation loss; lower "
+             "is better; inf: diverged)\n",
              "| method | " + " | ".join(tasks) + " | mean gap | worst gap | mean rank |",
              "|---|" + "---|" * (len(tasks) + 3)]
     summary = {}
@@ -145,35 +198,39 @@ def _summary_table(stats: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[st
 
 
 def _sweep(results: Sequence[Result]) -> dict[str, dict[str, dict[float, list[float]]]]:
-    """task -> method -> lr factor -> final accuracies (diverged runs count as 0)."""
+    """task -> method -> lr factor -> final test metrics (diverged runs count as 0 accuracy, infinite loss)."""
     out: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in results:
         default = _default_lr(r["method"])
         if default is None:
             continue
         factor = float(f"{r['lr'] / default:.3g}")
-        out[r["task"]][r["method"]][factor].append(0.0 if r["diverged"] else r["records"][-1]["test_acc"])
+        value = _metric_of(r).failed() if r["diverged"] else r["records"][-1]["test_metric"]
+        out[r["task"]][r["method"]][factor].append(value)
     return {t: {m: dict(f) for m, f in ms.items() if len(f) > 1} for t, ms in out.items()}
 
 
-def _sweep_tables(sweep: dict[str, dict[str, dict[float, list[float]]]]) -> list[str]:
+def _sweep_tables(sweep: dict[str, dict[str, dict[float, list[float]]]], metrics: dict[str, _Metric]) -> list[str]:
     lines = []
     for task, by_method in sweep.items():
         if not by_method:
             continue
+        metric = metrics[task]
+        worst_of = min if metric.higher_is_better else max
         factors = sorted({f for fs in by_method.values() for f in fs})
-        lines += [f"\n### LR sweep, {task} (final test accuracy %, mean over seeds, at factor x the method's "
-                  "default LR; diverged = 0)\n",
+        lines += [f"\n### LR sweep, {task} (final {metric.name}{' ' + metric.unit if metric.unit else ''}, mean over "
+                  f"seeds, at factor x the method's default LR; diverged = {metric.failed():g})\n",
                   "| method | " + " | ".join(f"x{f:g}" for f in factors) + " | worst | mean |",
                   "|---|" + "---|" * (len(factors) + 2)]
         rows = []
         for m, fs in by_method.items():
-            means = {f: 100 * statistics.mean(v) for f, v in fs.items()}
-            rows.append((min(means.values()), m, means))
-        for worst, m, means in sorted(rows, key=lambda r: -r[0]):
-            cells = [f"{means[f]:.1f}" if f in means else "-" for f in factors]
+            means = {f: metric.scale * statistics.mean(v) for f, v in fs.items()}
+            rows.append((worst_of(means.values()), m, means))
+        for worst, m, means in sorted(rows, key=lambda r: -r[0] if metric.higher_is_better else r[0]):
+            cells = [f"{means[f]:.{metric.digits}f}" if f in means else "-" for f in factors]
             mean = statistics.mean(means.values())
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | **{worst:.1f}** | {mean:.1f} |")
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | **{worst:.{metric.digits}f}** | "
+                         f"{mean:.{metric.digits}f} |")
     return lines
 
 
@@ -184,7 +241,8 @@ def _write_curves(results: Sequence[Result], path: Path) -> None:
         for r in sorted(results, key=lambda r: (r["task"], r["method"], r["lr"], r["seed"])):
             for rec in r["records"]:
                 writer.writerow([r["task"], r["method"], r["lr"], r["seed"], rec["epoch"], rec["train_loss"],
-                                 rec["test_loss"], rec["test_acc"], rec["lr"], rec["effective_lr"],
+                                 rec["test_loss"], r.get("metric", "accuracy"),
+                                 rec["test_metric"], rec["lr"], rec["effective_lr"],
                                  "" if rec["omega"] is None else rec["omega"], rec["seconds"], rec["step_seconds"]])
 
 
@@ -198,7 +256,7 @@ def _style(method: str, index: int) -> dict[str, Any]:
 
 
 def _plot(results: Sequence[Result], stats: dict[str, dict[str, dict[str, Any]]],
-          sweep: dict[str, dict[str, dict[float, list[float]]]], out: Path) -> list[str]:
+          sweep: dict[str, dict[str, dict[float, list[float]]]], metrics: dict[str, _Metric], out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,22 +269,29 @@ def _plot(results: Sequence[Result], stats: dict[str, dict[str, dict[str, Any]]]
         if r["task"] in stats and r["method"] in stats[r["task"]] and r["lr"] == stats[r["task"]][r["method"]]["lr"]:
             default_runs[r["task"]][r["method"]].append(r)
     for task, by_method in default_runs.items():
-        # learning curves: test accuracy and train loss, mean over seeds
+        # learning curves: test metric and train loss, mean over seeds
+        metric = metrics[task]
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(13, 4.8))
         for method, runs in sorted(by_method.items()):
             n = min(len(r["records"]) for r in runs)
             ep = list(range(1, n + 1))
-            acc = [statistics.mean(100 * r["records"][i]["test_acc"] for r in runs) for i in range(n)]
+            acc = [statistics.mean(metric.scale * r["records"][i]["test_metric"] for r in runs) for i in range(n)]
             loss = [statistics.mean(r["records"][i]["train_loss"] for r in runs) for i in range(n)]
             style = _style(method, colors.get(method, 0))
             ax_acc.plot(ep, acc, label=method, **style)
             ax_loss.semilogy(ep, loss, **style)
-        top = max(max(100 * x["test_acc"] for x in r["records"]) for runs in by_method.values() for r in runs)
-        ax_acc.set_ylim(max(0, top - 25), top + 1)
-        ax_acc.axhline(100 * target_of(task), color="k", lw=0.7, ls=":")
-        ax_acc.set(title=f"{task}: test accuracy (mean over seeds)", xlabel="epoch", ylabel="%")
+        values = [metric.scale * x["test_metric"] for runs in by_method.values() for r in runs for x in r["records"]
+                  if math.isfinite(x["test_metric"])]
+        if values and metric.higher_is_better:
+            top = max(values)
+            ax_acc.set_ylim(max(0, top - 25), top + 1)
+        elif values:  # a loss: from the best value to 1.0 above it, so that the good runs are told apart
+            low = min(values)
+            ax_acc.set_ylim(low - 0.05, low + 1.0)
+        ax_acc.axhline(metric.scale * target_of(task), color="k", lw=0.7, ls=":")
+        ax_acc.set(title=f"{task}: {metric.name} (mean over seeds)", xlabel="epoch", ylabel=metric.unit or metric.name)
         ax_loss.set(title="train loss", xlabel="epoch")
-        ax_acc.legend(fontsize=7, ncol=2, loc="lower right")
+        ax_acc.legend(fontsize=7, ncol=2, loc="lower right" if metric.higher_is_better else "upper right")
         fig.tight_layout()
         name = f"curves_{task}.png"
         fig.savefig(out / name, dpi=100)
@@ -268,12 +333,13 @@ def _plot(results: Sequence[Result], stats: dict[str, dict[str, dict[str, Any]]]
     if sweep:
         fig, axes = plt.subplots(1, len(sweep), figsize=(6.5 * len(sweep), 4.8), squeeze=False)
         for ax, (task, by_method) in zip(axes[0], sweep.items()):
+            metric = metrics[task]
             for method, fs in sorted(by_method.items()):
                 xs = sorted(fs)
-                ax.semilogx(xs, [100 * statistics.mean(fs[x]) for x in xs], marker="o", label=method,
+                ax.semilogx(xs, [metric.scale * statistics.mean(fs[x]) for x in xs], marker="o", label=method,
                             **_style(method, colors.get(method, 0)))
             ax.set(title=f"{task}: LR-sweep robustness", xlabel="LR / method's default LR",
-                   ylabel="final test accuracy %")
+                   ylabel=f"final {metric.name} {metric.unit}")
             ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(out / "lr_sweep.png", dpi=100)
@@ -294,9 +360,11 @@ def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot 
         raise ValueError("no results to report")
     stats = method_stats(results)
     sweep = _sweep(results)
+    metrics = {r["task"]: _metric_of(r) for r in results}
     lines = [f"# {title}\n", *notes]
-    lines.append("\nTest accuracy at the last epoch (final) and the best epoch, mean ± sd over seeds; epochs/seconds "
-                 "to target = first epoch whose test accuracy reaches the target (mean over the seeds that reach it, "
+    lines.append("\nTest metric (accuracy, or validation loss for language modelling) at the last epoch (final) and "
+                 "the best epoch, mean ± sd over seeds; epochs/seconds to target = first epoch whose metric reaches "
+                 "the target (mean over the seeds that reach it, "
                  "and how many do), wall seconds from the start of training including evaluation; opt-step time vs "
                  "plain = time of `optimizer.step()` + its scheduler (per-epoch steps amortised) relative to the plain "
                  "optimizer the method builds on (SGD or AdamW), both stepped alternately on the task's model in one "
@@ -306,11 +374,11 @@ def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot 
         lines += _task_table(task, by_method, overhead)
     summary_lines, summary = _summary_table(stats)
     lines += summary_lines
-    lines += _sweep_tables(sweep)
+    lines += _sweep_tables(sweep, metrics)
     lines.append("\n### Methods\n")
     lines += [f"- `{m.name}` (default lr {m.default_lr:g}): {m.description}" for m in METHODS.values()
               if any(m.name in s for s in stats.values())]
-    written = _plot(results, stats, sweep, out) if figures else []
+    written = _plot(results, stats, sweep, metrics, out) if figures else []
     if written:
         lines.append("\n### Figures\n")
         lines += [f"![{name}]({name})" for name in written]

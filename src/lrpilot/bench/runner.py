@@ -3,7 +3,8 @@
 A :class:`Job` is one training run. :func:`run_job` trains it with its own loop (the scheduler stepped per
 step, per epoch or on the train loss, as its :class:`~lrpilot.bench.methods.Built` says; schedule-free
 optimizers switched to ``train()``/``eval()`` around evaluation) and returns a result dict: per epoch the
-train loss, test loss and accuracy, the LR of the first param group and the effective LR
+train loss, test loss and the task's test metric (``test_metric``: accuracy, or validation loss for
+language modelling), the LR of the first param group and the effective LR
 (:func:`~lrpilot.bench.methods.effective_lr`), wall seconds since the start and the seconds spent in
 ``optimizer.step()`` + the per-step scheduler step; AutoDrop runs also the angular velocity ω per epoch, the
 ω history and the drop epochs. :func:`run_jobs` runs what is missing from a results directory, in up to
@@ -26,22 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .methods import METHODS, effective_lr, get_method
 from .tasks import TASKS
-from .train import evaluate
 
-__all__ = ["SUITES", "TASK_BUDGETS", "BenchError", "Job", "Suite", "load_results", "make_jobs", "result_path",
+__all__ = ["SUITES", "BenchError", "Job", "Suite", "load_results", "make_jobs", "result_path",
            "run_job", "run_jobs"]
 
-#: Per task: (epochs of the full suite, target test accuracy for time-to-target).
-TASK_BUDGETS: dict[str, tuple[int, float]] = {
-    "mnist1d-cnn": (40, 0.90),
-    "mnist1d-bncnn": (40, 0.90),
-    "digits-mlp": (40, 0.95),
-}
-DEFAULT_BUDGET = (30, 0.9)
 LR_SWEEP_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
 
 
@@ -62,7 +54,8 @@ SUITES: dict[str, Suite] = {
         seeds=1,
         epochs={"mnist1d-cnn": 40, "digits-mlp": 30},
     ),
-    "full": Suite(tasks=tuple(TASK_BUDGETS), methods=tuple(METHODS), seeds=3),
+    "full": Suite(tasks=tuple(name for name, task in TASKS.items() if task.in_full_suite), methods=tuple(METHODS),
+                  seeds=3),
 }
 
 
@@ -98,8 +91,8 @@ def result_path(out: Path, job: Job) -> Path:
 
 
 def target_of(task: str) -> float:
-    """The test accuracy whose first attainment time-to-target measures."""
-    return TASK_BUDGETS.get(task, DEFAULT_BUDGET)[1]
+    """The test metric whose first attainment time-to-target measures."""
+    return TASKS[task].target
 
 
 def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epochs: dict[str, int] | int | None = None,
@@ -116,7 +109,7 @@ def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epoch
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     jobs = []
     for task in tasks:
-        default = TASK_BUDGETS.get(task, DEFAULT_BUDGET)[0]
+        default = TASKS[task].epochs
         n = epochs if isinstance(epochs, int) else (epochs or {}).get(task, default)
         for name in methods:
             method = METHODS[name]
@@ -140,10 +133,9 @@ def run_job(job: Job, device: str = "cpu") -> dict[str, Any]:
     task = TASKS[job.task]
     method = get_method(job.method)
     dev = torch.device(device)
-    x, y, x_test, y_test = (t.to(dev) for t in task.data())
     torch.manual_seed(job.seed)
     model = task.model().to(dev)
-    steps_per_epoch = math.ceil(len(x) / task.batch_size)
+    steps_per_epoch = task.steps_per_epoch()
     built = method.build(model, job.lr, steps_per_epoch, job.epochs)
     opt, sched = built.optimizer, built.scheduler
     order = torch.Generator().manual_seed(job.seed)
@@ -156,9 +148,8 @@ def run_job(job: Job, device: str = "cpu") -> dict[str, Any]:
             opt.train()
         total = torch.zeros((), device=dev)
         batches = 0
-        for idx in torch.randperm(len(x), generator=order).split(task.batch_size):
-            idx = idx.to(dev)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+        for inputs, targets in task.epoch_batches(order, dev):
+            loss = task.loss(model(inputs), targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _sync(dev)
@@ -182,15 +173,16 @@ def run_job(job: Job, device: str = "cpu") -> dict[str, Any]:
             sched.step()
         if built.schedule_free:
             opt.eval()
-        test_loss, test_acc = evaluate(model, x_test, y_test)
+        test_loss, test_metric = task.evaluate(model, dev)
         history = getattr(sched, "omega_history", None)
         omega = history[-1][1] if history and history[-1][0] == epoch else None
-        records.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
+        records.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_metric": test_metric,
                         "lr": lr, "effective_lr": eff, "omega": omega, "seconds": time.perf_counter() - start,
                         "step_seconds": step_seconds})
         if diverged:
             break
-    result: dict[str, Any] = {**asdict(job), "device": str(dev), "records": records, "diverged": diverged,
+    result: dict[str, Any] = {**asdict(job), "metric": task.metric, "device": str(dev), "records": records,
+                              "diverged": diverged,
                               "seconds": time.perf_counter() - start, "steps": steps,
                               "step_seconds_mean": step_seconds / max(1, steps),
                               "params": sum(p.numel() for p in model.parameters())}
@@ -257,10 +249,11 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
         _save(out, job, result)
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (len(todo) - done)
-        final = result["records"][-1]["test_acc"] if result["records"] else math.nan
+        final = result["records"][-1]["test_metric"] if result["records"] else math.nan
+        shown = f"acc {100 * final:.1f}%" if result["metric"] == "accuracy" else f"{result['metric']} {final:.3f}"
         flag = " DIVERGED" if result["diverged"] else ""
         progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
-                 f"acc {100 * final:.1f}%{flag} ({result['seconds']:.1f}s) | elapsed {_fmt_seconds(elapsed)}, "
+                 f"{shown}{flag} ({result['seconds']:.1f}s) | elapsed {_fmt_seconds(elapsed)}, "
                  f"ETA {_fmt_seconds(eta)}")
 
     if workers <= 1:

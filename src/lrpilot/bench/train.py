@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tasks import Task
+from .tasks import ClassificationTask
 
 __all__ = ["evaluate", "train"]
 
@@ -26,7 +26,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 
 def train(
-    task: Task,
+    task: ClassificationTask,
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
     make_scheduler: Callable[[torch.optim.Optimizer], Any] | None,
     epochs: int,
@@ -39,6 +39,9 @@ def train(
     record has ``epoch, lr, train_loss, test_loss, test_acc, seconds`` plus, for AutoDrop, ``omega``.
     Reproducible on CPU: model init and batch order depend only on ``seed``.
     """
+    if not isinstance(task, ClassificationTask):
+        raise TypeError(f"train() runs classification tasks; {task.name!r} is a {type(task).__name__} "
+                        "(lrpilot.bench.runner.run_job trains every task)")
     x, y, x_test, y_test = task.data()
     torch.manual_seed(seed)
     model = task.model()
