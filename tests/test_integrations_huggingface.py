@@ -91,3 +91,51 @@ def test_a_decaying_trainer_schedule_is_refused(tmp_path):
                                    train_dataset=Data(), callbacks=[AutoDropCallback()])
     with pytest.raises(ValueError, match="lr_scheduler_type='constant'"):
         trainer.train()
+
+
+class NaNFrom(transformers.TrainerCallback):
+    """From Trainer epoch ``epoch`` (0-based) on, the model's loss is NaN: a diverging run."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        model.poisoned = state.epoch >= self.epoch
+
+
+class PoisonableBert(transformers.BertForSequenceClassification):
+    poisoned = False
+
+    def forward(self, input_ids=None, labels=None, **inputs):  # named: the Trainer keeps only these columns
+        out = super().forward(input_ids=input_ids, labels=labels, **inputs)
+        if self.poisoned:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def poisonable_model():
+    torch.manual_seed(0)
+    return PoisonableBert(tiny_model().config)
+
+
+def test_a_nan_loss_inside_the_trainer_warns_and_never_collapses_the_lr(tmp_path):
+    """Documented behaviour: NaN parameters give a NaN angle; AutoDrop warns and takes no decision on it, so the
+    Trainer's LR stays where it was (no silent drop to the floor); an Active optimizer's multipliers stay finite
+    while its parameters are NaN."""
+    cb = AutoDropCallback(**FAST_DROP)
+    trainer = transformers.Trainer(poisonable_model(), args(tmp_path / "autodrop", num_train_epochs=8),
+                                   train_dataset=Data(), callbacks=[cb, NaNFrom(epoch=2)])
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        trainer.train()
+    assert not all(torch.isfinite(p).all() for p in trainer.model.parameters()), "the scenario needs NaN weights"
+    assert cb.scheduler.drops == []
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+    model = poisonable_model()
+    opt = ActiveAdamW(model.parameters(), lr=1e-3, weight_decay=0.0, steps_per_epoch=2)
+    trainer = transformers.Trainer(model, args(tmp_path / "active", num_train_epochs=6), train_dataset=Data(),
+                                   optimizers=(opt, None), callbacks=[NaNFrom(epoch=2)])
+    trainer.train()
+    assert opt.epoch == 6
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(opt.state[p]["multiplier"]).all() for p in model.parameters() if p in opt.state)

@@ -111,10 +111,30 @@ class Active(ActiveOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        stepped: list[Tensor] = []  # parameters that already have ActiveLR state
-        old: list[Tensor] = []
+        stepped, mults, dense_grads, dense_sums, new = self._collect()
+        if dense_sums:
+            torch._foreach_add_(dense_sums, dense_grads)  # ActiveLR: cumm += p.grad
+        if stepped:
+            old = [p.detach().clone() for p in stepped]
+        inner_loss = self.optimizer.step()
+        if stepped:
+            # p = p_old + gai * (p - p_old): the inner optimizer's displacement scaled elementwise
+            torch._foreach_sub_(stepped, old)
+            torch._foreach_mul_(stepped, mults)
+            torch._foreach_add_(stepped, old)
+        self._create_state(new)
+        self._tick()
+        return loss if closure is not None else inner_loss
+
+    @torch._dynamo.disable
+    def _collect(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]]]:
+        """The parameters with a gradient: those with ActiveLR state (their step counted, sparse gradients
+        added to their sums here), their multipliers, dense gradients and sums, and the new ones with their
+        first gradient sum. Python-int bookkeeping, kept out of ``torch.compile`` graphs so that a compiled
+        ``step()`` is not recompiled for every new counter value (as in :class:`ActiveOptimizer`)."""
+        stepped: list[Tensor] = []
         mults: list[Tensor] = []
-        new: list[tuple[Tensor, Tensor]] = []  # (param, its first gradient sum), state added after the step
+        new: list[tuple[Tensor, Tensor]] = []
         dense_grads: list[Tensor] = []
         dense_sums: list[Tensor] = []
         for group in self.param_groups:
@@ -135,23 +155,16 @@ class Active(ActiveOptimizer):
                 else:
                     first = torch.zeros_like(p, memory_format=torch.preserve_format)
                     new.append((p, first.add_(grad)))
-        if dense_sums:
-            torch._foreach_add_(dense_sums, dense_grads)  # ActiveLR: cumm += p.grad
-        if stepped:
-            old = [p.detach().clone() for p in stepped]
-        inner_loss = self.optimizer.step()
-        if stepped:
-            # p = p_old + gai * (p - p_old): the inner optimizer's displacement scaled elementwise
-            torch._foreach_sub_(stepped, old)
-            torch._foreach_mul_(stepped, mults)
-            torch._foreach_add_(stepped, old)
+        return stepped, mults, dense_grads, dense_sums, new
+
+    @torch._dynamo.disable
+    def _create_state(self, new: list[tuple[Tensor, Tensor]]) -> None:
+        """ActiveLR state of parameters stepped for the first time: multiplier 1, the gradient sum, count 1."""
         for p, grad_sum in new:
             state = self.state[p]
             state[self._MULT] = torch.ones_like(p, memory_format=torch.preserve_format)
             state[self._SUM] = grad_sum
             state[self._COUNT] = 1
-        self._tick()
-        return loss if closure is not None else inner_loss
 
     # ------------------------------------------------------------------ checkpointing
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
