@@ -75,3 +75,33 @@ def test_sinks_reject_what_they_cannot_use():
         CallableSink(3)
     with pytest.raises(ValueError, match="at least one sink"):
         MetricsLogger([])
+
+
+def test_tensorboard_event_files_hold_the_effective_lr_omega_and_drops(tmp_path):
+    """Through torch's real SummaryWriter: the event files, read back with TensorBoard's own reader, hold one
+    effective-LR and omega scalar per measured epoch (equal to the scheduler's) and one text per drop."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    sched = AutoDrop(opt, threshold=10.0, rise_threshold=-10.0, window=6)
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    logger = MetricsLogger([TensorBoardSink(writer)])
+    for epoch in range(1, 13):
+        train_epoch(model, opt, epoch)
+        sched.step()
+        logger.log(epoch, opt, sched)
+    writer.close()
+    assert sched.drops, "the scenario needs a drop"
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    lrs = events.Scalars("lr/group0")
+    assert [e.step for e in lrs] == list(range(1, 13))
+    assert lrs[-1].value == pytest.approx(sched.get_last_lr()[0])
+    omegas = events.Scalars("autodrop/omega")
+    assert [(e.step, e.value) for e in omegas] == [(s, pytest.approx(w)) for s, w in sched.omega_history]
+    texts = [t for t in events.Tags()["tensors"] if "lrpilot/events" in t]
+    assert texts and len(events.Tensors(texts[0])) == len(sched.drops)
