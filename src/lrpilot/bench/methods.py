@@ -165,7 +165,9 @@ def _texp(model: nn.Module, lr: float, spe: int, epochs: int) -> Built:
     probe_in = next(m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear))
     # a random probe batch of the first layer's input shape (channels-first, length 40 as in MNIST-1D)
     shape = (8, probe_in.in_channels, 40) if isinstance(probe_in, nn.Conv1d) else (8, probe_in.in_features)
-    probe = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10)
+    device = params[0].device  # the probe goes where the model is (``lrpilot bench --device cuda``)
+    probe = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(device),
+             (torch.arange(8) % 10).to(device))
     report = check_scale_invariance(model, F.cross_entropy, probe)
     if not report.ok:
         raise RuntimeError(f"texp needs a scale-invariant network:\n{report}")
