@@ -27,6 +27,7 @@ from .exponential import (
 )
 from .saturation import DeltaTest, GaussianSmoothedTest, TrendTest
 
+#: The package version, defined only here (pyproject.toml reads it: ``[tool.hatch.version]``).
 __version__ = "0.1.0"
 
 __all__ = [
