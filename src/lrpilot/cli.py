@@ -188,7 +188,9 @@ def bench(args: argparse.Namespace) -> int:
     notes = [f"Measured by `lrpilot bench {' '.join(args.argv)}`".rstrip() + f": {len(jobs)} runs "
              f"({len(computed)} computed this invocation in {wall:.0f} s wall with {args.jobs} process(es), "
              f"the rest cached), {train_seconds:.0f} s of training in all, device {args.device}."]
-    path = write_report(results, out, title=f"lrpilot bench: {args.suite} suite", notes=notes, overhead=overhead)
+    custom = args.tasks or args.methods or args.lr_sweep
+    title = f"lrpilot bench: {args.suite} suite" + (" (custom selection)" if custom else "")
+    path = write_report(results, out, title=title, notes=notes, overhead=overhead)
     print(path.read_text())
     print(f"lrpilot bench: wrote {path} and figures in {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 1 if failed else 0
