@@ -16,10 +16,13 @@ OPTIMIZERS = [
 ]
 
 
-def run(cls, kwargs, compiled, steps=20):
+def train(make_optimizer, compiled, steps, lr_change_at=None):
+    """``steps`` steps of a small MLP with the optimizer ``make_optimizer(params)`` (tensor LR 1e-2, 4 steps per
+    epoch), its step compiled or eager; at step ``lr_change_at`` the tensor LR is changed in place, as a
+    scheduler would. Returns the final parameters and the optimizer."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
-    opt = cls(model.parameters(), lr=torch.tensor(1e-2), foreach=True, steps_per_epoch=4, **kwargs)
+    opt = make_optimizer(model.parameters())
     step = torch.compile(opt.step, backend="eager") if compiled else opt.step
     g = torch.Generator().manual_seed(1)
     for i in range(steps):
@@ -27,11 +30,15 @@ def run(cls, kwargs, compiled, steps=20):
         opt.zero_grad()
         loss.backward()
         step()
-        if i == 9:  # a scheduler changing the tensor LR in place must not force a recompile
+        if i == lr_change_at:  # a scheduler changing the tensor LR in place must not force a recompile
             for group in opt.param_groups:
                 group["lr"].fill_(5e-3)
     return [p.detach().clone() for p in model.parameters()], opt
 
+
+def run(cls, kwargs, compiled, steps=20):
+    return train(lambda params: cls(params, lr=torch.tensor(1e-2), foreach=True, steps_per_epoch=4, **kwargs),
+                 compiled, steps, lr_change_at=9)
 
 @pytest.mark.parametrize("cls,kwargs", OPTIMIZERS, ids=lambda v: getattr(v, "__name__", ""))
 def test_compiled_step_is_not_recompiled_per_step_and_matches_eager(cls, kwargs):
@@ -49,18 +56,8 @@ def test_compiled_step_is_not_recompiled_per_step_and_matches_eager(cls, kwargs)
 
 
 def run_generic(inner_cls, kwargs, compiled, steps):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
-    opt = Active(inner_cls(model.parameters(), lr=torch.tensor(1e-2), foreach=True, **kwargs), steps_per_epoch=4)
-    step = torch.compile(opt.step, backend="eager") if compiled else opt.step
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        loss = model(torch.randn(4, 6, generator=g)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        step()
-    return [p.detach().clone() for p in model.parameters()], opt
-
+    return train(lambda params: Active(inner_cls(params, lr=torch.tensor(1e-2), foreach=True, **kwargs),
+                                       steps_per_epoch=4), compiled, steps)
 
 @pytest.mark.parametrize("inner_cls,kwargs", [(torch.optim.Adagrad, {}), (torch.optim.SGD, {"momentum": 0.9})],
                          ids=["Adagrad", "SGD"])
