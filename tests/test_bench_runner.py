@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -209,3 +211,26 @@ def test_cli_bench_cuda_without_a_gpu_says_so(tmp_path, capsys) -> None:
         pytest.skip("a CUDA device is present")
     assert main(["bench", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_default_progress_is_a_tqdm_bar_on_a_terminal_and_plain_lines_otherwise(tiny: str, tmp_path, monkeypatch
+                                                                                ) -> None:
+    """On a terminal the default progress is a tqdm bar counting runs (with its ETA) and the run lines printed
+    above it; without a terminal only the lines, each with its own ETA."""
+    pytest.importorskip("tqdm")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run_jobs(make_jobs([tiny], ["constant", "cosine"], 1, epochs=2), tmp_path / "tty", workers=1)
+    shown = terminal.getvalue()
+    assert "bench: 100%" in shown and "2/2" in shown and ("run/s" in shown or "s/run" in shown)
+    assert "[2/2] tiny" in shown and "ETA" in shown
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    run_jobs(make_jobs([tiny], ["constant", "cosine"], 1, epochs=2), tmp_path / "pipe", workers=1)
+    lines = pipe.getvalue().splitlines()
+    assert lines[-1].startswith("[2/2]") and "ETA" in lines[-1] and "\r" not in pipe.getvalue()

@@ -222,12 +222,13 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
              progress: Callable[[str], None] | None = None) -> list[Job]:
     """Run the jobs whose result is not cached under ``out`` and cache each as it finishes; return the jobs
     that were computed (``BenchError`` after the others if some failed). ``workers`` <= 1 runs in this process
-    (no pool). ``progress`` receives one line per finished job (default: print to stderr)."""
+    (no pool). ``progress`` receives one line per finished job (default: :class:`_ProgressBar`, a tqdm bar with
+    an ETA above which the lines are printed on a terminal, the lines alone to stderr otherwise)."""
     jobs = list(dict.fromkeys(jobs))  # a job listed twice runs once
     todo = [j for j in jobs if not result_path(out, j).exists()]
-    if progress is None:
-        def progress(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
+    bar = _ProgressBar(len(todo)) if progress is None else None
+    if bar is not None:
+        progress = bar.line
     if not todo:
         progress(f"bench: all {len(jobs)} runs cached in {out}")
         return []
@@ -256,12 +257,30 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
                  f"{shown}{flag} ({result['seconds']:.1f}s) | elapsed {_fmt_seconds(elapsed)}, "
                  f"ETA {_fmt_seconds(eta)}")
 
+    def finish(done: int, job: Job, compute: Callable[[], dict[str, Any]]) -> None:
+        settle(done, job, compute)
+        if bar is not None:
+            bar.advance()
+
+    try:
+        _run_all(todo, workers, device, finish)
+    finally:
+        if bar is not None:
+            bar.close()
+    if failed:
+        raise BenchError(failed)
+    return todo
+
+
+def _run_all(todo: Sequence[Job], workers: int, device: str,
+             finish: Callable[[int, Job, Callable[[], dict[str, Any]]], None]) -> None:
+    """Run ``todo`` in this process (``workers`` <= 1) or in a pool, calling ``finish`` as each one ends."""
     if workers <= 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in the worker processes: comparable timings, no oversubscription
         try:
             for done, job in enumerate(todo, 1):
-                settle(done, job, lambda job=job: run_job(job, device))
+                finish(done, job, lambda job=job: run_job(job, device))
         finally:
             torch.set_num_threads(threads)
     else:
@@ -274,7 +293,33 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     done += 1
-                    settle(done, pending.pop(fut), fut.result)
-    if failed:
-        raise BenchError(failed)
-    return todo
+                    finish(done, pending.pop(fut), fut.result)
+
+
+class _ProgressBar:
+    """``lrpilot bench``'s progress: on a terminal, a tqdm bar (runs done, elapsed, ETA) with each finished run's
+    line printed above it; without a terminal or without tqdm, the lines alone on stderr (they carry the ETA)."""
+
+    def __init__(self, total: int) -> None:
+        self.bar: Any = None
+        if total and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:  # pragma: no cover - tqdm comes with the bench extra
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, desc="bench")
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
