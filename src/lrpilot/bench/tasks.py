@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CIFAR10_ENV", "TASKS", "ClassificationTask", "LanguageModelTask", "Task", "char_gpt", "cifar10_data",
-           "cifar_resnet20", "digits_data", "digits_mlp", "mnist1d_bn_cnn", "mnist1d_cnn", "mnist1d_data",
-           "mnist1d_resnet_bn", "shakespeare_text"]
+           "cifar_resnet20", "digits_data", "digits_mlp", "evaluate_classifier", "mnist1d_bn_cnn", "mnist1d_cnn",
+           "mnist1d_data", "mnist1d_resnet_bn", "shakespeare_text"]
 
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
 Batch = tuple[Tensor, Tensor]
@@ -94,6 +94,15 @@ class Task(ABC):
         return value >= self.target if self.higher_is_better else value <= self.target
 
 
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``(x, y)`` in eval mode (left in train mode afterwards)."""
+    model.eval()
+    logits = model(x)
+    model.train()
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
 @lru_cache(maxsize=8)
 def _to_device(data: Callable[[], Data], device: str) -> Data:
     return tuple(t.to(device) for t in data())  # type: ignore[return-value]
@@ -129,13 +138,9 @@ class ClassificationTask(Task):
             idx = idx.to(device)
             yield x[idx], y[idx]
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         _, _, x, y = _to_device(self.data, str(device))
-        model.eval()
-        logits = model(x)
-        model.train()
-        return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+        return evaluate_classifier(model, x, y)
 
     def example_batch(self) -> Batch:
         x, y, _, _ = self.data()

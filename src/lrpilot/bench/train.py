@@ -12,17 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .tasks import ClassificationTask
+from .tasks import evaluate_classifier as evaluate
 
 __all__ = ["evaluate", "train"]
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``(x, y)``."""
-    model.eval()
-    logits = model(x)
-    model.train()
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def train(
