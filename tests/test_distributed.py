@@ -166,7 +166,8 @@ def _fsdp_worker(rank, out):
         refused = False
     except ValueError as err:
         refused = "sharded=True" in str(err)
-    sched = AutoDrop(opt, sharded=True)  # epoch-averaged snapshots of DTensor parameters, one "epoch" per step
+    # interval=1: one measurement per optimizer step (step() below then only counts epochs)
+    sched = AutoDrop(opt, sharded=True, interval=1)
     full = None
     g = torch.Generator().manual_seed(7)  # the same data on both ranks
     angles, reference = [], []
@@ -181,8 +182,21 @@ def _fsdp_worker(rank, out):
         angles.append(sharded.update())
         reference.append(full.update(whole))
         sched.step()
-    torch.save({"angles": angles, "reference": reference, "refused": refused,
-                "omega": sched.omega_history}, out / f"rank{rank}.pt")
+    # a resume under FSDP: load_state_dict keeps sharded=True, so the next angles still come from all-reduced sums
+    resumed = AutoDrop(opt, sharded=True, interval=1)
+    resumed.load_state_dict(sched.state_dict())
+    sched.remove_hook()
+    for _ in range(2):
+        loss = model(torch.randn(8, 6, generator=g)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        whole = [p.full_tensor().detach() for p in model.parameters()]
+        reference.append(full.update(whole))
+        resumed.step()
+    torch.save({"angles": angles, "reference": reference, "refused": refused, "omega": sched.omega_history,
+                "resumed_sharded": resumed.angular_velocity.sharded,
+                "resumed_omega": [o for _, o in resumed.omega_history[-2:]]}, out / f"rank{rank}.pt")
 
 
 def test_fsdp2_sharded_parameters_give_the_angle_of_the_gathered_model(tmp_path):
@@ -197,3 +211,6 @@ def test_fsdp2_sharded_parameters_give_the_angle_of_the_gathered_model(tmp_path)
     assert results[0]["angles"] == results[1]["angles"]
     assert all(res["refused"] for res in results)  # DTensors without sharded=True: a clear error
     assert len(results[0]["omega"]) == 4 and results[0]["omega"] == results[1]["omega"]  # AutoDrop agrees
+    for res in results:  # resumed with load_state_dict: still sharded, still the gathered model's angle
+        assert res["resumed_sharded"]
+        assert res["resumed_omega"] == pytest.approx(res["reference"][-2:], abs=1e-4)

@@ -39,8 +39,8 @@ def angle_degrees(dot: float, sq_norm_a: float, sq_norm_b: float, eps: float = 0
     return math.degrees(math.acos(cos))
 
 
-def _resolve_params(params: Any) -> tuple[list[Tensor], list[int]]:
-    """Trainable tensors and, per group, how many of them there are.
+def _resolve_params(params: Any, trainable_only: bool = True) -> tuple[list[Tensor], list[int]]:
+    """Trainable tensors (every tensor if not ``trainable_only``) and, per group, how many of them there are.
 
     Accepts an optimizer, a list of param-group dicts, or an iterable of tensors (one group).
     """
@@ -62,7 +62,7 @@ def _resolve_params(params: Any) -> tuple[list[Tensor], list[int]]:
     tensors: list[Tensor] = []
     sizes: list[int] = []
     for group in groups:
-        trainable = [p for p in group if p.requires_grad]
+        trainable = [p for p in group if p.requires_grad or not trainable_only]
         tensors.extend(trainable)
         sizes.append(len(trainable))
     if not tensors:
@@ -115,10 +115,12 @@ class AngularVelocity:
             parameters' device (gloo for CPU tensors, NCCL for CUDA). With replicated parameters (plain
             DDP) leave it off: every rank already holds the whole vector and measures the same angle.
         process_group: the group to reduce over with ``sharded=True`` (default: the whole world).
+        trainable_only: skip tensors with ``requires_grad=False`` (default). ``False`` tracks every tensor given,
+            e.g. to restore a checkpoint whose measured set includes parameters that are frozen right now.
     """
 
     def __init__(self, params: Any, *, eps: float = 0.0, per_group: bool = False, sharded: bool = False,
-                 process_group: Any = None) -> None:
+                 process_group: Any = None, trainable_only: bool = True) -> None:
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         if not isinstance(sharded, bool):
@@ -130,7 +132,7 @@ class AngularVelocity:
             raise ValueError("process_group is only used with sharded=True")
         self.sharded = sharded
         self.process_group = process_group
-        self.params, group_sizes = _resolve_params(params)
+        self.params, group_sizes = _resolve_params(params, trainable_only)
         if not sharded and any(callable(getattr(p, "to_local", None)) for p in self.params):
             raise ValueError("the parameters are DTensors (e.g. FSDP2's fully_shard): pass sharded=True so that the "
                              "angle is computed from this rank's shard and all-reduced sums")

@@ -194,6 +194,9 @@ class AutoDrop(LRScheduler):
         self.interval: int | None = cfg["interval"]
         self._min_lr_option = cfg["min_lr"]
 
+        # params=None: measure every trainable parameter of the optimizer, and follow that set when it changes
+        # (add_param_group, a parameter unfrozen later); an explicit params= list is the user's and is kept.
+        self._follow_optimizer = params is None
         self.angular_velocity = AngularVelocity(optimizer if params is None else params, eps=cfg["eps"],
                                                 sharded=sharded, process_group=process_group)
         self.test: SaturationTest
@@ -214,6 +217,9 @@ class AutoDrop(LRScheduler):
         self.omega_history: list[tuple[int, float]] = []
         self.saturation_epochs: list[int] = []
         self.drops: list[DropEvent] = []
+        self._steps_since_step_call = 0  # optimizer steps since the last step() call (misuse detection)
+        self._single_step_calls = 0  # consecutive step() calls that each followed exactly one optimizer step
+        self._warned_per_step = False
 
         super().__init__(optimizer, last_epoch)
         self.min_lrs = self._resolve_min_lrs()
@@ -304,17 +310,153 @@ class AutoDrop(LRScheduler):
 
     # ------------------------------------------------------------------ the clock
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        """Call once at the end of every epoch, after that epoch's ``optimizer.step()`` calls."""
+        """Call once at the end of every epoch, after that epoch's ``optimizer.step()`` calls.
+
+        Misuse is caught when it happens instead of silently changing the schedule:
+
+        * a call with no optimizer step since the previous one (``step()`` called twice per epoch, e.g. in both
+          the training and the validation loop) warns and is ignored: nothing moved, nothing is measured;
+        * calls that each follow exactly one optimizer step, three in a row (``step()`` inside the batch loop)
+          warn once, naming the fix; a full-batch run, whose epoch *is* one step, passes ``interval=1``.
+
+        ``step(0)`` (what ``SequentialLR`` does at AutoDrop's milestone, and older torch's form of it) restarts
+        AutoDrop: see :meth:`_update_lr`. Any other ``epoch`` raises ``ValueError``.
+        """
         if epoch is not None:
+            if epoch == 0 and not isinstance(epoch, bool):
+                self._update_lr(0)
+                return
             raise ValueError(f"AutoDrop.step() takes no epoch argument, got epoch={epoch!r}")
         self._step_count += 1
         if self._step_count > 1:  # the call made by LRScheduler.__init__ measures nothing
+            steps = self._steps_since_step_call
+            if steps == 0 and self.last_epoch >= 0:
+                warnings.warn(
+                    f"AutoDrop.step() was called with no optimizer.step() since its previous call (epoch "
+                    f"{self._epoch}): call it once per epoch, after the epoch's optimizer steps (is it called in both "
+                    "the training and the validation loop?). This call is ignored.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return
+            self._check_per_step_calls(steps)
+            self._sync_with_optimizer()
             if self.mode == "code":
                 self._steps_in_interval = 0
             elif self.interval is None:
                 self._measure()
+        self._steps_since_step_call = 0
         self.last_epoch += 1
         self._last_lr = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
+
+    def _check_per_step_calls(self, steps: int) -> None:
+        """Warn once when ``step()`` keeps following single optimizer steps: it is being called per batch."""
+        if self.interval is not None or self._warned_per_step:  # interval: the clock is the optimizer step
+            return
+        self._single_step_calls = self._single_step_calls + 1 if steps == 1 else 0
+        if self._single_step_calls >= 3:
+            self._warned_per_step = True
+            warnings.warn(
+                f"AutoDrop.step() has been called after every optimizer step ({self._single_step_calls} calls in a "
+                "row with one optimizer step each): it measures one angle per call and counts its window and "
+                "patience in calls, so called per batch it drops the LR far too early. Call scheduler.step() once "
+                "per epoch, after the batch loop; to measure every N optimizer steps instead, pass interval=N "
+                "(interval=1 for full-batch training, whose epoch is one step).",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _update_lr(self, epoch: int | None = None) -> None:
+        """torch's hook for a scheduler that (re)starts at ``epoch``; ``SequentialLR`` calls ``_update_lr(0)`` on
+        AutoDrop at its milestone.
+
+        AutoDrop then starts afresh from the milestone: every group's LR goes back to its initial LR (the
+        schedule's value at epoch 0, as for every torch scheduler in ``SequentialLR``; a warmup before
+        AutoDrop ends at the full LR), the measurement and the saturation test restart, and epochs count
+        from the milestone. Before its milestone (``last_epoch < 0`` after ``SequentialLR`` has undone its
+        initial step) AutoDrop's optimizer hook measures nothing, so a warmup never feeds the test.
+        """
+        if epoch is None:
+            self.step()
+            return
+        if epoch != 0:
+            raise ValueError(f"AutoDrop can only restart at epoch 0, got epoch={epoch!r}")
+        self._sync_with_optimizer()
+        for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(_lr_value(lr))
+            else:
+                group["lr"] = _lr_value(lr)
+        self._restart_measurement()
+        self._counting = 0
+        self._average = None
+        self._steps_since_step_call = 0
+        self.last_epoch = 0
+        self._last_lr = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
+
+    def _restart_measurement(self) -> None:
+        """Forget the snapshots, the test's history and the interval's running sum."""
+        self.angular_velocity.reset()
+        self.test.reset()
+        self._sum = None
+        self._steps_in_interval = 0
+        self._pending_omega = None
+
+    # ------------------------------------------------------------------ following the optimizer
+    def _sync_with_optimizer(self) -> None:
+        """Follow param groups added and parameters unfrozen after AutoDrop was built, with a warning.
+
+        A new group gets an ``initial_lr`` (its LR now), a base LR and a floor (``min_lr`` if one value was
+        given, else 1e-3 x its LR), so a drop lowers every group, never only the old ones. With ``params=None``
+        the measured set is every trainable parameter of the optimizer: when new ones appear (a group added, a
+        parameter whose ``requires_grad`` became True) the measurement restarts on the new set, since an angle
+        between displacements of vectors of different sizes has no meaning.
+        """
+        self._sync_groups()
+        self._sync_measured_set()
+
+    def _sync_groups(self) -> None:
+        groups = self.optimizer.param_groups
+        if len(groups) > len(self.min_lrs):
+            new = range(len(self.min_lrs), len(groups))
+            per_group_floor = isinstance(self._min_lr_option, (list, tuple))
+            for i in new:
+                group = groups[i]
+                group.setdefault("initial_lr", _lr_value(group["lr"]))
+                self.base_lrs.append(group["initial_lr"])
+                if self._min_lr_option is None or per_group_floor:
+                    self.min_lrs.append(_MIN_LR_RATIO * _lr_value(group["initial_lr"]))
+                else:
+                    self.min_lrs.append(float(self._min_lr_option))
+            warnings.warn(
+                f"AutoDrop: the optimizer has {len(groups)} param groups, {len(new)} more than when AutoDrop was "
+                f"built (add_param_group); drops now apply to them too, with floor(s) "
+                f"{[self.min_lrs[i] for i in new]}"
+                + (" (1e-3 x their LR: min_lr was given per group)" if per_group_floor else "") + ".",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _sync_measured_set(self) -> None:
+        if not self._follow_optimizer:
+            return
+        groups = self.optimizer.param_groups
+        measured = {id(p) for p in self.angular_velocity.params}
+        trainable = [p for g in groups for p in g["params"] if p.requires_grad]
+        added = [p for p in trainable if id(p) not in measured]
+        if added:
+            av = self.angular_velocity
+            self.angular_velocity = AngularVelocity(self.optimizer, eps=av.eps, per_group=av.per_group,
+                                                    sharded=av.sharded, process_group=av.process_group)
+            self._restart_measurement()
+            self._counting, self._average = 0, None  # a pending weight-averaging window no longer fits
+            warnings.warn(
+                f"AutoDrop: {len(added)} trainable parameter(s) ({sum(p.numel() for p in added)} elements) joined "
+                f"the optimizer's trainable set at epoch {self._epoch} (add_param_group or requires_grad set to "
+                "True); the angular velocity now includes them and restarts (its next two epochs measure nothing).",
+                UserWarning,
+                stacklevel=4,
+            )
 
     @property
     def _epoch(self) -> int:
@@ -323,6 +465,9 @@ class AutoDrop(LRScheduler):
 
     @torch.no_grad()
     def _after_optimizer_step(self) -> None:
+        self._steps_since_step_call += 1
+        if self.last_epoch < 0:  # inside SequentialLR, before AutoDrop's milestone: not running yet
+            return
         self.global_step += 1
         self._steps_in_interval += 1
         if self.mode == "code":
@@ -343,6 +488,8 @@ class AutoDrop(LRScheduler):
 
     def _measure(self) -> None:
         """End of a measurement interval: snapshot (the interval's mean or the current params), decide."""
+        if self.interval is not None:  # step() syncs per epoch; an interval ends inside the optimizer hook
+            self._sync_with_optimizer()
         if self._sum is not None and self._steps_in_interval > 0:
             torch._foreach_mul_(self._sum, 1.0 / self._steps_in_interval)
             omega = self.angular_velocity.update(self._sum)
@@ -381,6 +528,10 @@ class AutoDrop(LRScheduler):
 
     @torch.no_grad()
     def _drop(self, omega: float | None) -> None:
+        """Lower every group's LR by ``rho`` (not below its floor). A :class:`DropEvent` is recorded only when
+        some LR changed: at the floor the saturation is still acted on (threshold, averaging, test reset) but
+        no drop is counted."""
+        self._sync_groups()  # every group gets its floor before any LR changes: never a half-applied drop
         if self.adapt_threshold:
             self.test.threshold = min(self.test.threshold / self.rho, self.threshold_max)
         old, new = [], []
@@ -403,7 +554,8 @@ class AutoDrop(LRScheduler):
             self.test.reset()
             if self.mode == "trend":
                 self.angular_velocity.reset()
-        self.drops.append(DropEvent(self._epoch, self.global_step, omega, tuple(old), tuple(new)))
+        if old != new:
+            self.drops.append(DropEvent(self._epoch, self.global_step, omega, tuple(old), tuple(new)))
         self._last_lr = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------ checkpointing
@@ -413,6 +565,8 @@ class AutoDrop(LRScheduler):
         "_pending_omega", "_counting", "omega_history", "saturation_epochs", "base_lrs",
         "last_epoch", "_step_count", "_last_lr",
     )
+    # Added after the first checkpoint format ("_steps_since_step_call", "_single_step_calls", "_warned_per_step",
+    # "measured"): optional on load, with defaults for older checkpoints (see load_state_dict).
 
     def state_dict(self) -> dict[str, Any]:
         """All of the scheduler's state: counters, histories, threshold, snapshots and averaging buffers."""
@@ -423,7 +577,21 @@ class AutoDrop(LRScheduler):
         state["angular_velocity"] = self.angular_velocity.state_dict()
         state["sum"] = None if self._sum is None else [t.clone() for t in self._sum]
         state["average"] = None if self._average is None else [t.clone() for t in self._average]
+        state["_steps_since_step_call"] = self._steps_since_step_call
+        state["_single_step_calls"] = self._single_step_calls
+        state["_warned_per_step"] = self._warned_per_step
+        state["measured"] = self._measured_indices()
         return state
+
+    def _optimizer_params(self) -> list[Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _measured_indices(self) -> list[int] | None:
+        """Positions of the measured parameters in the optimizer's flattened parameter list (``params=None``)."""
+        if not self._follow_optimizer:
+            return None
+        position = {id(p): i for i, p in enumerate(self._optimizer_params())}
+        return [position[id(p)] for p in self.angular_velocity.params]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`. Everything is checked before anything changes."""
@@ -437,7 +605,21 @@ class AutoDrop(LRScheduler):
             raise ValueError(
                 f"state_dict is for {len(state_dict['min_lrs'])} param groups, the optimizer has {groups}"
             )
-        params = self.angular_velocity.params
+        for key in ("_steps_since_step_call", "_single_step_calls"):
+            if state_dict.get(key) is not None:
+                check_number(f"state_dict[{key!r}]", state_dict[key], low=0, integer=True)
+        # The measured set as saved (it may differ from today's trainable set: a parameter unfrozen during
+        # training, then a resume that builds AutoDrop before unfreezing it again).
+        av = self.angular_velocity
+        measured = state_dict.get("measured")
+        if measured is not None and self._follow_optimizer and measured != self._measured_indices():
+            everything = self._optimizer_params()
+            if not all(isinstance(i, int) and 0 <= i < len(everything) for i in measured) or not measured:
+                raise ValueError(f"state_dict 'measured' indices {measured} do not fit the optimizer's "
+                                 f"{len(everything)} parameters")
+            av = AngularVelocity([everything[i] for i in measured], eps=av.eps, sharded=av.sharded,
+                                 process_group=av.process_group, trainable_only=False)
+        params = av.params
         buffers: dict[str, list[Tensor] | None] = {}
         for key in ("sum", "average"):
             value = state_dict[key]
@@ -446,11 +628,12 @@ class AutoDrop(LRScheduler):
             ):
                 raise ValueError(f"state_dict '{key}' buffers do not match the measured parameters' shapes")
             buffers[key] = None if value is None else [t.to(p).clone() for t, p in zip(value, params)]
-        # Validate both sub-states on scratch copies first, so a failure leaves this scheduler intact.
-        scratch_av = AngularVelocity(params, eps=self.angular_velocity.eps)
-        scratch_av.load_state_dict(state_dict["angular_velocity"])
+        # The test is loaded into a scratch copy, then the measurement, whose load_state_dict checks everything
+        # before it changes anything (and keeps its sharded / process_group settings): a failure at any point
+        # leaves this scheduler intact.
         scratch_test = copy.deepcopy(self.test)
         scratch_test.load_state_dict(state_dict["test"])
+        av.load_state_dict(state_dict["angular_velocity"])
 
         for key in self._STATE_KEYS:
             value = state_dict[key]
@@ -460,6 +643,12 @@ class AutoDrop(LRScheduler):
             DropEvent(d["epoch"], d["step"], d["omega"], tuple(d["old_lrs"]), tuple(d["new_lrs"]))
             for d in state_dict["drops"]
         ]
-        self.angular_velocity = scratch_av
+        self.angular_velocity = av
         self.test = scratch_test
         self._sum, self._average = buffers["sum"], buffers["average"]
+        since = state_dict.get("_steps_since_step_call")
+        if since is None:  # older checkpoints: the steps of the interval are the steps since the last step()
+            since = self._steps_in_interval if self.interval is None else 1
+        self._steps_since_step_call = int(since)
+        self._single_step_calls = int(state_dict.get("_single_step_calls", 0))
+        self._warned_per_step = bool(state_dict.get("_warned_per_step", False))
