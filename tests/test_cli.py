@@ -31,8 +31,21 @@ def test_late_decay_quick_writes_results_figures_and_passes_its_criteria(tmp_pat
     assert "real lr" not in capsys.readouterr().out.split("toy config A")[-1]
 
 
-def test_bad_arguments_exit_with_a_message(capsys):
-    assert main(["late-decay", "--seeds", "0"]) == 2
-    assert "--seeds" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["no-such-command"])
+@pytest.mark.parametrize("argv", [
+    ["late-decay", "--seeds", "0"], ["late-decay", "--jobs", "0"], ["late-decay", "--lrs", "0.6", "-1"],
+    ["late-decay", "--lrs", "nan"], ["bench", "--epochs", "0"], ["bench", "--epochs", "-2"],
+    ["bench", "--jobs", "0"], ["bench", "--jobs", "-3"], ["bench", "--seeds", "0"], ["bench", "--seeds", "two"],
+])
+def test_bad_arguments_stop_before_any_run_with_a_message_naming_the_option(argv, capsys, tmp_path, monkeypatch):
+    """A count that cannot be (0 epochs, 0 or negative jobs, 0 seeds, a non-positive LR) stops the command at
+    parsing, exit code 2, with the option and the value in the message; nothing is trained, nothing cached."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert argv[1] in err and argv[-1] in err
+    assert not any(tmp_path.iterdir()), "nothing may be written before the arguments are checked"
+
+
+def test_an_unknown_command_exits_with_usage(capsys):
+    assert main(["no-such-command"]) == 2
+    assert "usage" in capsys.readouterr().err

@@ -2,16 +2,21 @@
 typing marker, takes its version from ``lrpilot.__version__``, and works when installed into a fresh virtual
 environment (``import lrpilot``, the ``lrpilot`` console script) -- the wheel's copy, not this checkout's.
 
-Offline: the wheel is built with the installed hatchling (no build isolation, so nothing is downloaded), and the
-venv is created with ``--system-site-packages`` so that torch and numpy come from this interpreter; the wheel
-itself is installed with ``--no-deps --no-index``.
+Offline: the wheel is built with the installed hatchling (no build isolation, so nothing is downloaded). The new
+venv sees torch and numpy through a ``.pth`` file that names this environment's site-packages directories: not
+``--system-site-packages``, which inherits the *base* interpreter's packages, and when the tests themselves run
+in a venv (as ``.ci/run`` does) the base interpreter has no torch. Lines of a ``.pth`` file are appended to
+``sys.path`` after the venv's own site-packages, so the installed wheel, not this checkout, is what imports. The
+wheel itself is installed with ``--no-deps --no-index``.
 """
 
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -60,9 +65,12 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_there(wheel, tmp_path):
     """In a new venv the installed wheel is what ``import lrpilot`` finds (not the editable checkout), and the
     ``lrpilot`` console script the wheel declares runs and lists its commands."""
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", "--system-site-packages", venv, cwd=tmp_path)
+    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bindir / "python"
+    venv_site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path).stdout
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+    (Path(venv_site.strip()) / "_lrpilot_test_deps.pth").write_text("\n".join(sorted(ours)) + "\n")
     run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, cwd=tmp_path)
     probe = ("import importlib.resources, lrpilot; print(lrpilot.__file__); print(lrpilot.__version__); "
              "print(importlib.resources.files('lrpilot.bench').joinpath('data/tinyshakespeare.txt').stat().st_size)")

@@ -196,6 +196,32 @@ def bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _at_least(low: int) -> Any:
+    """An argparse ``type`` for an integer >= ``low``: a bad value stops the command before any run starts."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrpilot", description="lrpilot: learning-rate schedules from signals.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--toy-only", action="store_true", help="only the toy-model reproduction (about a minute)")
     p.add_argument("--quick", action="store_true", help="a smoke-test-sized run (seconds)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds of the real-network study")
-    p.add_argument("--lrs", type=float, nargs="+", default=[0.6], help="large LRs of the real-network study")
-    p.add_argument("--jobs", type=int, default=2, help="parallel processes for the real-network runs")
+    p.add_argument("--seeds", type=_at_least(1), default=3, help="seeds of the real-network study")
+    p.add_argument("--lrs", type=_positive_float, nargs="+", default=[0.6], help="large LRs of the real-network study")
+    p.add_argument("--jobs", type=_at_least(1), default=2, help="parallel processes for the real-network runs")
     p.add_argument("--out", default="lrpilot-results", help="directory for JSON and markdown results")
     p.add_argument("--figures", default="lrpilot-results", help="directory for PNG figures")
     p.set_defaults(func=late_decay)
@@ -215,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--suite", choices=["quick", "full"], default="quick", help="default selection (quick)")
     b.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks (default: the suite's)")
     b.add_argument("--methods", nargs="+", metavar="METHOD", help="methods (default: the suite's)")
-    b.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the suite's, 1 quick / 3 full)")
-    b.add_argument("--epochs", type=int, help="epochs of every task (default: the suite's budget per task)")
+    b.add_argument("--seeds", type=_at_least(1), help="seeds 0..N-1 (default: the suite's, 1 quick / 3 full)")
+    b.add_argument("--epochs", type=_at_least(1), help="epochs of every task (default: the suite's budget per task)")
     b.add_argument("--lr-sweep", action="store_true", help="each method at 0.1x, 0.3x, 1x, 3x, 10x its default LR")
-    b.add_argument("--jobs", type=int, default=2, help="parallel processes, 1 thread each (default 2; 1: in-process)")
+    b.add_argument("--jobs", type=_at_least(1), default=2,
+                   help="parallel processes, 1 thread each (default 2; 1: in-process)")
     b.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     b.add_argument("--out", default="lrpilot-bench", help="results directory (default ./lrpilot-bench)")
     b.add_argument("--cifar10", metavar="PATH", help="directory of CIFAR-10's python batches (cifar-10-batches-py) "
@@ -230,11 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse's usage error (2, message on stderr) or --help (0)
+        return stop.code if isinstance(stop.code, int) else 2
     args.argv = argv[1:]
-    if getattr(args, "seeds", None) is not None and args.seeds < 1:
-        print(f"lrpilot: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
-        return 2
     return int(args.func(args))
 
 
