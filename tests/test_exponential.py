@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -258,6 +259,7 @@ def test_texp_scheduler_sets_the_schedules_lrs_and_momentum_buffer():
     got = []
     for _ in range(100):
         got.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradients: nothing moves, but the scheduler sees one optimizer step per call
         sched.step()
     assert got == pytest.approx(want, rel=1e-13)
     assert sched.wd_lr == pytest.approx(0.1 * 0.2**2)
@@ -347,6 +349,7 @@ def test_float64_cosine_schedule_converted_by_explr_is_equivalent():
     assert output_error(wd.model, ex.model) < 1e-6
     assert ex.lrs == pytest.approx(list(exponential_schedule(lrs, 0.01, 0.9).lrs), rel=1e-13)
     sched = ex.scheduler
+    sched.optimizer.step()
     sched.step()  # beyond the list: the WD run continues at lrs[-1]
     assert sched.wd_lr == lrs[-1]
 
@@ -543,6 +546,7 @@ def test_load_state_dict_checks_before_changing_anything():
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     sched = TEXP(opt, 0.1, 0.01, 0.9, [25], 0.1)
     for _ in range(3):
+        opt.step()
         sched.step()
     other_opt = torch.optim.SGD([p for p in bn_net().parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     other = TEXP(other_opt, 0.1, 0.01, 0.9, [30], 0.1)
@@ -663,3 +667,44 @@ def test_exact_recursion_rejects_an_lr_rise_it_cannot_absorb():
     with pytest.raises(ValueError, match="not positive"):
         exponential_schedule([0.1, 0.1, 300.0], 0.01, 0.9)
     assert len(exponential_schedule([0.1, 0.2, 0.2], 0.01, 0.9).lrs) == 3  # a modest rise converts fine
+
+
+# ----------------------------------------------------------------------------- the stepping rate (issue 14)
+def test_texp_stepped_once_per_epoch_warns_once_that_it_is_a_per_step_scheduler():
+    """TEXP's recursion and milestones count optimizer steps: a step() after several optimizer steps (the
+    scheduler placed after the batch loop) warns at once, naming the fix, and only once."""
+    opt = torch.optim.SGD([torch.zeros(3, requires_grad=True)], lr=0.1, momentum=0.9)
+    sched = TEXP(opt, 0.1, 0.01, 0.9, [30], 0.1)
+    for _ in range(5):
+        opt.step()
+    with pytest.warns(UserWarning, match="after every optimizer.step"):
+        sched.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):
+            opt.step()
+        sched.step()
+
+
+def test_a_step_skipped_by_gradscaler_does_not_advance_texp():
+    """GradScaler skips optimizer.step() on inf gradients while the loop still calls scheduler.step(): that call
+    is ignored (with one warning), so the LR sequence per *taken* step is the schedule's, as in a run without
+    the skipped step."""
+    want = texp_schedule(0.1, 0.01, 0.9, [4], 0.2, 8).lrs
+    p = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    sched = TEXP(opt, 0.1, 0.01, 0.9, [4], 0.2)
+    scaler = torch.amp.GradScaler("cpu")
+    got = []
+    with pytest.warns(UserWarning, match="no optimizer step"):
+        for i in range(9):
+            opt.zero_grad()
+            loss = (p * torch.arange(3.0)).sum() * (float("inf") if i == 2 else 1.0)
+            scaler.scale(loss).backward()
+            lr = opt.param_groups[0]["lr"]
+            scaler.step(opt)
+            if i != 2:
+                got.append(lr)
+            scaler.update()
+            sched.step()
+    assert got == pytest.approx(want, rel=1e-13)

@@ -57,6 +57,8 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -149,7 +151,17 @@ class _ExponentialScheduler(LRScheduler):
         self.scale_exponent = 0  # renormalisations multiplied the weights by 2**scale_exponent in all
         self.renorm_steps: list[int] = []  # steps at which the weights were rescaled
         self._rec = _Recursion(float(lr0), self.weight_decay, self.momentum, mode)
+        self._steps_since_call = 0  # optimizer steps since the last step(): the recursion is per optimizer step
+        self._warned_rate = False
         super().__init__(optimizer)  # calls step() once: LR of step 0
+        ref = weakref.ref(self)
+
+        def count_step(opt: Optimizer, args: Any, kwargs: Any) -> None:
+            scheduler = ref()
+            if scheduler is not None:
+                scheduler._steps_since_call += 1
+
+        self._hook_handle = optimizer.register_step_post_hook(count_step)
         if self.momentum > 0:
             coef = initial_buffer_coefficient(float(lr0), self.weight_decay, self.momentum)
             with torch.no_grad():
@@ -191,9 +203,26 @@ class _ExponentialScheduler(LRScheduler):
 
     # ------------------------------------------------------------------ the clock
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        """Call after every ``optimizer.step()``: sets the LR of the next step (and renormalises when due)."""
+        """Call after every ``optimizer.step()``: sets the LR of the next step (and renormalises when due).
+
+        The recursion advances one optimizer step per call, so the stepping rate is checked: a call with no
+        optimizer step since the previous one (a step skipped by ``GradScaler``, or ``step()`` called twice) is
+        ignored, and a call after several optimizer steps (the scheduler stepped once per epoch) warns once; both
+        would otherwise silently break the equivalence with the WD run.
+        """
         if epoch is not None:
             raise ValueError(f"{type(self).__name__}.step() takes no epoch argument, got epoch={epoch!r}")
+        if self._step_count > 0:  # not the call made by LRScheduler.__init__
+            steps, self._steps_since_call = self._steps_since_call, 0
+            if steps == 0:
+                self._warn_rate(f"{type(self).__name__}.step() was called with no optimizer step since its previous "
+                                "call (a step skipped by GradScaler, or step() called twice): the call is ignored, "
+                                "the recursion advances once per optimizer step")
+                return
+            if steps > 1:
+                self._warn_rate(f"{type(self).__name__}.step() was called after {steps} optimizer steps: it is a "
+                                "per-step scheduler (its milestones and recursion count optimizer steps), so call "
+                                "scheduler.step() after every optimizer.step(), not once per epoch")
         t = self.last_epoch + 1
         if t > 0:
             growth = 1.0 / (1.0 + self._rec.d)  # c_t / c_{t+1}: the step just taken grew the weights' scale by this
@@ -204,6 +233,15 @@ class _ExponentialScheduler(LRScheduler):
         if self.renorm_every is not None and t > 0 and t % self.renorm_every == 0:
             self.renormalize()
         self._apply_lr()
+
+    def _warn_rate(self, message: str) -> None:
+        if not self._warned_rate:
+            self._warned_rate = True
+            warnings.warn(message, UserWarning, stacklevel=3)
+
+    def remove_hook(self) -> None:
+        """Detach the step counter from the optimizer."""
+        self._hook_handle.remove()
 
     def _apply_lr(self) -> None:
         lr = self._lr_now()
