@@ -133,6 +133,8 @@ def test_rejects_optimizers_it_cannot_wrap(bad):
 
 
 def test_grad_scaler_skips_a_step_with_inf_gradients_and_leaves_the_multipliers_alone():
+    """A step GradScaler skips (inf gradient) moves nothing and changes no state, the epoch clock included
+    (GradScaler does not call step(); see test_active_state for steps_per_epoch)."""
     model = torch.nn.Linear(3, 1)
     opt = Active(torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=1)
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)

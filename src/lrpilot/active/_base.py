@@ -27,6 +27,21 @@ Decisions taken here (documented in ``docs/activelr.md`` and tested):
   reached it) keeps its multiplier at that boundary. The sums are reset every epoch, so the multiplier
   resumes adapting after one clean epoch; it can never become NaN. The parameter update itself is not
   protected (as in every torch optimizer: skip such steps, e.g. with ``torch.amp.GradScaler``).
+* **Zero-filled gradients.** A parameter whose ``grad`` is a tensor received a gradient, even an all-zero one
+  (``zero_grad(set_to_none=False)`` leaves zeros on parameters a step did not use): its epoch sum is 0, which
+  the paper's rule (``gradOld * cumm <= 0``) counts as a flip, so its multiplier is multiplied by ``lr_low``.
+  Only ``grad is None`` (the default ``set_to_none=True``) leaves a parameter out of the boundary. Telling
+  "zero" from "unused" would cost a reduction per parameter and step; torch's optimizers make the same
+  distinction (they step on zeros, skip None).
+* **Skipped steps.** ``steps_per_epoch`` counts ``step()`` calls. ``torch.amp.GradScaler`` skips the call
+  when it finds inf/NaN gradients, so a skipped step is not counted and each later automatic boundary
+  comes one batch later; with GradScaler in float16, call ``end_epoch()`` at the end of each epoch (the
+  Lightning and Hugging Face callbacks do) for boundaries aligned with the data. Counting them would need
+  ``_step_supports_amp_scaling`` (unscaling inside ``step()``), which Lightning answers by refusing
+  gradient clipping and accelerate by no longer reporting skipped steps.
+* **Checkpoints.** ``state_dict()["active"]`` stores the optimizer's name and the clock; ``load_state_dict``
+  checks class, layout, hyperparameters and the ActiveLR state before anything changes, and keeps the
+  constructor's ``steps_per_epoch`` (see :meth:`ActiveOptimizer.load_state_dict`).
 * **Bounds.** ``max_multiplier`` / ``min_multiplier`` clamp the multiplier after each update; both default
   to ``None`` (unbounded, as in the paper's code). Both must admit the initial value 1.
 """
@@ -34,6 +49,7 @@ Decisions taken here (documented in ``docs/activelr.md`` and tested):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -116,6 +132,12 @@ def check_active_args(group: dict[str, Any]) -> None:
 def check_steps_per_epoch(steps_per_epoch: Any) -> None:
     if steps_per_epoch is not None:
         check_number("steps_per_epoch", steps_per_epoch, low=1, integer=True)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 # ---------------------------------------------------------------------------------------------- the sign rule
@@ -351,19 +373,54 @@ class ActiveOptimizer(Optimizer):
         return out
 
     # ------------------------------------------------------------------ checkpointing
+    #: Keys of the base optimizer's per-parameter state besides ActiveLR's: a saved state with any other key
+    #: was written by another optimizer. ``None``: not checked (:class:`Active` does not know its inner keys).
+    _BASE_STATE_KEYS: frozenset[str] | None = frozenset()
+
+    def _optimizer_name(self) -> str:
+        """The name stored in ``state_dict()["active"]["optimizer"]`` and compared at load time."""
+        return type(self).__name__
+
     def _clock_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "steps_in_epoch": self._steps_in_epoch, "steps_per_epoch": self.steps_per_epoch}
+        return {"optimizer": self._optimizer_name(), "epoch": self.epoch, "steps_in_epoch": self._steps_in_epoch,
+                "steps_per_epoch": self.steps_per_epoch}
 
     def _set_clock_state(self, clock: dict[str, Any]) -> None:
         self.epoch = clock["epoch"]
         self._steps_in_epoch = clock["steps_in_epoch"]
         self.steps_per_epoch = clock["steps_per_epoch"]
 
-    @staticmethod
-    def _check_clock_state(state_dict: dict[str, Any]) -> dict[str, Any]:
+    def _load_clock_state(self, clock: dict[str, Any]) -> None:
+        """Restore the clock from a state dict; this optimizer's ``steps_per_epoch`` wins (see load_state_dict)."""
+        mine, saved = self.steps_per_epoch, clock["steps_per_epoch"]
+        self.epoch = clock["epoch"]
+        self._steps_in_epoch = clock["steps_in_epoch"]
+        if saved != mine:
+            late = ""
+            if mine is not None and self._steps_in_epoch >= mine:
+                late = (f"; the current epoch, already {self._steps_in_epoch} steps long, closes at the next "
+                        "step()")
+            warnings.warn(
+                f"{self._optimizer_name()}.load_state_dict: the state_dict was saved with steps_per_epoch={saved!r}, "
+                f"this optimizer has steps_per_epoch={mine!r}; keeping steps_per_epoch={mine!r}{late}",
+                UserWarning, stacklevel=3,
+            )
+
+    def _check_clock_state(self, state_dict: Any) -> dict[str, Any]:
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         clock = state_dict.get("active")
         if not isinstance(clock, dict):
-            raise ValueError("state_dict has no 'active' entry: it was not saved by an ActiveLR optimizer")
+            raise ValueError(
+                f"state_dict has no 'active' entry: it was not saved by an ActiveLR optimizer, so it cannot be loaded "
+                f"into {self._optimizer_name()} (a plain torch.optim state dict holds no multipliers)"
+            )
+        saved = clock.get("optimizer")
+        if saved is not None and saved != self._optimizer_name():
+            raise ValueError(
+                f"state_dict was saved by {saved!r}; it cannot be loaded into {self._optimizer_name()!r} "
+                f"(load it into a {saved})"
+            )
         missing = {"epoch", "steps_in_epoch", "steps_per_epoch"} - set(clock)
         if missing:
             raise ValueError(f"state_dict['active'] is missing {sorted(missing)}")
@@ -372,17 +429,129 @@ class ActiveOptimizer(Optimizer):
         check_steps_per_epoch(clock["steps_per_epoch"])
         return dict(clock)
 
+    def _required_group_keys(self, saved_group: dict[str, Any]) -> set[str]:
+        """Hyperparameters a loaded param group must carry (torch replaces the groups by the saved ones);
+        ``differentiable`` is the one key torch's ``__setstate__`` adds to ``defaults`` and not to the groups."""
+        return set(self.defaults) - {"differentiable"}
+
+    def _validate_loaded_group(self, group: dict[str, Any]) -> None:
+        self._validate_group(group)
+
+    def _check_state_dict(self, state_dict: Any) -> dict[str, Any]:
+        """Everything :meth:`load_state_dict` checks, before anything changes; returns the clock entry.
+
+        The optimizer class (``state_dict["active"]["optimizer"]``; for dicts saved before it was stored: the
+        param groups' hyperparameter keys and the per-parameter state keys), the param group layout, every
+        loaded group's hyperparameters, and per parameter the ActiveLR state: ``multiplier`` and the gradient
+        sums of the parameter's shape, multipliers finite and >= 0, the step count an int >= 0.
+        """
+        clock = self._check_clock_state(state_dict)
+        name = self._optimizer_name()
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r} entry")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param group(s), {name} has {len(self.param_groups)}"
+            )
+        where: dict[Any, tuple[int, int, Tensor, str]] = {}
+        for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"state_dict param group {gi} has {len(saved['params'])} parameter(s), {name}'s has "
+                    f"{len(group['params'])}"
+                )
+            missing = self._required_group_keys(saved) - set(saved)
+            if missing:
+                raise ValueError(
+                    f"state_dict param group {gi} has no {sorted(missing)}: it was saved by another optimizer "
+                    f"than {name}"
+                )
+            self._validate_loaded_group({k: v for k, v in saved.items() if k != "params"})
+            names = group.get("param_names")
+            for pi, (pid, p) in enumerate(zip(saved["params"], group["params"])):
+                label = f"param group {gi}, parameter {pi}"
+                if names is not None and pi < len(names):
+                    label += f" ({names[pi]!r})"
+                where[pid] = (gi, pi, p, f"{label} of shape {tuple(p.shape)}")
+        for pid, state in state_dict["state"].items():
+            if pid in where:
+                self._check_param_state(state, *where[pid])
+        return clock
+
+    def _check_param_state(self, state: Any, gi: int, pi: int, p: Tensor, label: str) -> None:
+        if not isinstance(state, dict):
+            raise ValueError(f"state_dict state of {label} must be a dict, got {type(state).__name__}")
+        if not state:
+            return
+        name = self._optimizer_name()
+        active = (self._MULT, self._SUM, self._PREV, self._COUNT)
+        if self._BASE_STATE_KEYS is not None:
+            unknown = set(state) - set(active) - self._BASE_STATE_KEYS
+            if unknown:
+                raise ValueError(
+                    f"state_dict state of {label} has {sorted(map(str, unknown))}, which {name} does not use: it "
+                    f"was saved by another optimizer"
+                )
+            for key in self._BASE_STATE_KEYS & set(state):
+                value = state[key]
+                if key == "step":
+                    if isinstance(value, Tensor) and value.numel() != 1:
+                        raise ValueError(f"state_dict 'step' of {label} must have 1 element, got shape "
+                                         f"{tuple(value.shape)}")
+                elif key == "momentum_buffer" and value is None:
+                    continue
+                elif not isinstance(value, Tensor) or value.shape != p.shape:
+                    raise ValueError(f"state_dict {key!r} of {label} must be a tensor of shape {tuple(p.shape)}, "
+                                     f"got {_describe(value)}")
+        present = [k for k in active if k in state]
+        if not present and self._BASE_STATE_KEYS is None:
+            dedicated = {ActiveOptimizer._MULT, ActiveOptimizer._SUM, ActiveOptimizer._COUNT}
+            if dedicated <= set(state):
+                raise ValueError(f"state_dict state of {label} was saved by a dedicated ActiveLR optimizer, not "
+                                 f"by {name}")
+            return  # the inner optimizer's state of a parameter Active has not stepped yet
+        for key in (self._MULT, self._SUM, self._COUNT):
+            if key not in state:
+                raise ValueError(f"state_dict state of {label} has no {key!r}")
+        for key in (self._MULT, self._SUM, self._PREV):
+            if key in state and (not isinstance(state[key], Tensor) or state[key].shape != p.shape):
+                raise ValueError(f"state_dict {key!r} of {label} must be a tensor of shape {tuple(p.shape)}, "
+                                 f"got {_describe(state[key])}")
+        mult = state[self._MULT].detach()
+        if not bool(torch.isfinite(mult).all()) or bool((mult < 0).any()):  # load time only, not the hot path
+            bad = mult[~torch.isfinite(mult) | (mult < 0)].flatten()[:3].tolist()
+            raise ValueError(f"state_dict {self._MULT!r} of {label} must be finite and >= 0, got values {bad}")
+        count = state[self._COUNT]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"state_dict {self._COUNT!r} of {label} must be an int >= 0, got {count!r}")
+
     def state_dict(self) -> dict[str, Any]:
-        """torch's ``{"state", "param_groups"}`` (multipliers and sums included) plus ``"active"``: the clock."""
+        """torch's ``{"state", "param_groups"}`` (multipliers and sums included) plus ``"active"``: the
+        optimizer's name and the clock (``epoch``, ``steps_in_epoch``, ``steps_per_epoch``)."""
         state_dict = super().state_dict()
         state_dict["active"] = self._clock_state()
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (checked before anything changes); resumes bitwise, mid-epoch included."""
-        clock = self._check_clock_state(state_dict)
+        """Restore :meth:`state_dict`; resumes bitwise, mid-epoch included.
+
+        Checked before anything changes (``ValueError`` naming the bad value, the optimizer left intact): a
+        dict saved by another optimizer class (both names given), a param group layout that differs, bad
+        hyperparameters, and per parameter a ``multiplier``/gradient sum of the wrong shape or a multiplier
+        that is not finite or negative. Dicts saved before the class name was stored load as before (another
+        class is then recognised by its param group and state keys).
+
+        ``steps_per_epoch``: this optimizer's value (the constructor's) wins over the saved one, because the
+        batch size or loader may have changed since; a different saved value gives a ``UserWarning`` naming
+        both. An epoch already at least as long as the new ``steps_per_epoch`` closes at the next ``step()``.
+        As in torch, loaded tensors on the parameters' device and dtype are shared with ``state_dict`` (load a
+        ``copy.deepcopy`` to fork an optimizer within one process).
+        """
+        clock = self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
-        self._set_clock_state(clock)
+        self._load_clock_state(clock)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

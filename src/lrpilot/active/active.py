@@ -167,16 +167,41 @@ class Active(ActiveOptimizer):
             state[self._COUNT] = 1
 
     # ------------------------------------------------------------------ checkpointing
+    _BASE_STATE_KEYS = None  # the inner optimizer's state keys are its own business
+
+    def _optimizer_name(self) -> str:
+        return f"Active({type(self.optimizer).__name__})"
+
+    def _required_group_keys(self, saved_group: dict[str, Any]) -> set[str]:
+        """Our defaults and the inner optimizer's, less those its ``__setstate__`` fills in for dicts saved by
+        older versions of it (torch's optimizers ``setdefault`` their newer flags there)."""
+        inner = type(self.optimizer)
+        try:
+            probe = object.__new__(inner)
+            inner.__setstate__(probe, {"state": {}, "defaults": {}, "param_groups": [{**saved_group, "params": []}]})
+            filled = set(probe.param_groups[0]) - set(saved_group)
+        except Exception:  # an exotic __setstate__: require only ActiveLR's keys
+            return set(ACTIVE_DEFAULTS)
+        return set(self.defaults) - filled - {"differentiable"}
+
+    def _validate_loaded_group(self, group: dict[str, Any]) -> None:
+        check_active_args({k: group[k] for k in ACTIVE_DEFAULTS})
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load through the inner optimizer (its own checks and casts), then share its new state again."""
-        clock = self._check_clock_state(state_dict)
+        """Load through the inner optimizer (its own checks and casts), then share its new state again.
+
+        Checked first, as in :meth:`ActiveOptimizer.load_state_dict`: the wrapped class (``"Active(SGD)"``
+        does not load into ``Active(Adagrad)``), the layout, ActiveLR's state and hyperparameters; the
+        inner optimizer's own state is its own business. ``steps_per_epoch``: this optimizer's value wins.
+        """
+        clock = self._check_state_dict(state_dict)
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = hook(self, state_dict)
             if result is not None:
                 state_dict = result
         self.optimizer.load_state_dict(state_dict)
         self._share()
-        self._set_clock_state(clock)
+        self._load_clock_state(clock)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 

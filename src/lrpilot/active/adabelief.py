@@ -99,6 +99,8 @@ class ActiveAdaBelief(ActiveOptimizer):
             :class:`~lrpilot.active.sgd.ActiveSGD` (``scale_weight_decay`` applies to decoupled decay).
     """
 
+    _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_var", "max_exp_avg_var"})
+
     def __init__(
         self,
         params: Iterable[Any],

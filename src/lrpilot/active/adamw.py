@@ -62,6 +62,8 @@ class ActiveAdamW(ActiveOptimizer):
             :class:`~lrpilot.active.sgd.ActiveSGD`.
     """
 
+    _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+
     def __init__(
         self,
         params: Iterable[Any],

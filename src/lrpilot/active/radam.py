@@ -93,6 +93,8 @@ class ActiveRAdam(ActiveOptimizer):
             :class:`~lrpilot.active.sgd.ActiveSGD` (``scale_weight_decay`` applies to decoupled decay).
     """
 
+    _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_sq"})
+
     def __init__(
         self,
         params: Iterable[Any],

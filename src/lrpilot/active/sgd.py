@@ -57,6 +57,8 @@ class ActiveSGD(ActiveOptimizer):
             (for loops that never call it); None = call ``end_epoch()`` yourself once per epoch.
     """
 
+    _BASE_STATE_KEYS = frozenset({"momentum_buffer"})
+
     def __init__(
         self,
         params: Iterable[Any],
