@@ -24,4 +24,7 @@ def main(workdir: Path, kinds: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    # the parent's thread count: the reductions of a multi-threaded matmul are not bitwise the same across
+    # thread counts, and earlier tests in the parent process may have pinned it (the bench runs at 1 thread)
+    torch.set_num_threads(int(sys.argv[3]))
     main(Path(sys.argv[1]), sys.argv[2].split(","))

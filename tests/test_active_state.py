@@ -224,6 +224,7 @@ def test_the_same_steps_per_epoch_loads_without_a_warning(name):
 # ------------------------------------------------------------------------------------ a new process
 CHILD = """
 import sys, torch
+torch.set_num_threads({threads})  # the parent's: reductions are not bitwise the same across thread counts
 sys.path.insert(0, {tests!r})
 from test_active_state import FACTORIES
 from activelr_oracles import drive_quadratic, make_params
@@ -238,7 +239,7 @@ for name in FACTORIES:
 def test_a_mid_epoch_checkpoint_from_another_process_resumes_bitwise_in_a_fresh_optimizer(tmp_path):
     """Saved 2 steps into the 3rd epoch by another process, loaded into a never-stepped optimizer here."""
     tests = str(Path(__file__).parent)
-    subprocess.run([sys.executable, "-c", CHILD.format(tests=tests, out=str(tmp_path))], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", CHILD.format(tests=tests, out=str(tmp_path), threads=torch.get_num_threads())], check=True, timeout=120)
     for name in FACTORIES:
         params = make_params()
         full = FACTORIES[name](params, steps_per_epoch=4)

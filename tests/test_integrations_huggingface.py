@@ -106,8 +106,8 @@ def test_each_kind_of_checkpoint_resumes_bitwise_in_a_new_process(tmp_path):
     for kind in kinds:
         fulls[kind], _ = interrupted_and_full(tmp_path / kind, kind)
     worker = Path(__file__).with_name("hf_resume_worker.py")
-    subprocess.run([sys.executable, str(worker), str(tmp_path), ",".join(kinds)], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run([sys.executable, str(worker), str(tmp_path), ",".join(kinds), str(torch.get_num_threads())],
+                   check=True, capture_output=True, timeout=300)
     for kind in kinds:
         assert_same(fulls[kind], torch.load(tmp_path / kind / "resumed.pt", weights_only=False))
 
