@@ -239,7 +239,8 @@ for name in FACTORIES:
 def test_a_mid_epoch_checkpoint_from_another_process_resumes_bitwise_in_a_fresh_optimizer(tmp_path):
     """Saved 2 steps into the 3rd epoch by another process, loaded into a never-stepped optimizer here."""
     tests = str(Path(__file__).parent)
-    subprocess.run([sys.executable, "-c", CHILD.format(tests=tests, out=str(tmp_path), threads=torch.get_num_threads())], check=True, timeout=120)
+    child = CHILD.format(tests=tests, out=str(tmp_path), threads=torch.get_num_threads())
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=120)
     for name in FACTORIES:
         params = make_params()
         full = FACTORIES[name](params, steps_per_epoch=4)
