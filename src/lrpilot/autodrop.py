@@ -304,6 +304,14 @@ class AutoDrop(LRScheduler):
         """The most recent angular velocity in degrees (None before the first one)."""
         return self.omega_history[-1][1] if self.omega_history else None
 
+    def metrics(self) -> dict[str, float]:
+        """The telemetry protocol (:mod:`lrpilot.telemetry`): ``autodrop/drops`` (LR changes so far),
+        ``autodrop/threshold``, and ``autodrop/omega`` when the last ``step()`` measured a finite angle."""
+        out = {"autodrop/drops": float(len(self.drops)), "autodrop/threshold": float(self.threshold)}
+        if self.omega_history and self.omega_history[-1][0] == self.last_epoch and math.isfinite(self.last_omega):
+            out["autodrop/omega"] = float(self.omega_history[-1][1])
+        return out
+
     def get_lr(self) -> list[float | Tensor]:
         """The current learning rates (AutoDrop changes them only when it drops)."""
         return [group["lr"] for group in self.optimizer.param_groups]

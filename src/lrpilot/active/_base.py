@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -59,20 +59,13 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from .._validation import check_number
+from ..telemetry import EffectiveLR
 
 __all__ = ["ACTIVE_DEFAULTS", "ActiveOptimizer", "EffectiveLR", "apply_sign_rule_"]
 
 #: ActiveLR's own hyperparameters and their defaults (spec section 3: every logged experiment of the paper
 #: used lr_high = 2.0 and lr_low = 0.5; the published files' defaults differ).
 ACTIVE_DEFAULTS: dict[str, Any] = {"lr_low": 0.5, "lr_high": 2.0, "max_multiplier": None, "min_multiplier": None}
-
-
-class EffectiveLR(NamedTuple):
-    """The learning rate actually applied in one param group: ``lr`` times the mean/min/max multiplier."""
-
-    mean: float
-    min: float
-    max: float
 
 
 # ---------------------------------------------------------------------------------------------- validation

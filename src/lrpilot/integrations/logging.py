@@ -18,39 +18,15 @@ the methods themselves contain no logging code.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from torch.optim import Optimizer
 
+from ..telemetry import lrpilot_metrics
+
 __all__ = ["CSVSink", "CallableSink", "MetricsLogger", "Sink", "TensorBoardSink", "lrpilot_metrics"]
-
-
-def _lr_value(lr: Any) -> float:
-    return float(lr.detach().cpu()) if hasattr(lr, "detach") else float(lr)
-
-
-def lrpilot_metrics(optimizer: Optimizer, scheduler: Any = None) -> dict[str, float]:
-    """The numbers a logger should show for ``optimizer`` (any torch optimizer) and an AutoDrop ``scheduler``."""
-    metrics: dict[str, float] = {}
-    effective = getattr(optimizer, "effective_lr", None)
-    if callable(effective):
-        for i, eff in enumerate(effective()):
-            metrics[f"lr/group{i}"] = float(eff.mean)
-            metrics[f"lr_min/group{i}"] = float(eff.min)
-            metrics[f"lr_max/group{i}"] = float(eff.max)
-    else:
-        for i, group in enumerate(optimizer.param_groups):
-            metrics[f"lr/group{i}"] = _lr_value(group["lr"])
-    history = getattr(scheduler, "omega_history", None)
-    if history is not None:
-        metrics["autodrop/drops"] = float(len(scheduler.drops))
-        metrics["autodrop/threshold"] = float(scheduler.threshold)
-        if history and history[-1][0] == scheduler.last_epoch and math.isfinite(history[-1][1]):
-            metrics["autodrop/omega"] = float(history[-1][1])
-    return metrics
 
 
 class Sink(Protocol):
