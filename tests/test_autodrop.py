@@ -291,7 +291,7 @@ def test_non_finite_parameters_warn_and_never_drop():
         ({"interval": 0}, ValueError, "interval"),
         ({"mode": "fast"}, ValueError, "mode"),
         ({"m": 10}, ValueError, "do not apply"),
-        ({"gamma": 3}, TypeError, "unknown"),
+        ({"gamma": 3}, TypeError, "unexpected keyword"),
         ({"patience": 5}, ValueError, "patience"),
         ({"patience": 2.5}, TypeError, "patience"),
         ({"mode": "code", "patience": 20}, ValueError, "do not apply"),
@@ -371,6 +371,8 @@ def test_resume_after_any_epoch_continues_bitwise_identically(mode, options):
 
 
 def test_load_state_dict_rejects_bad_checkpoints_without_changing_anything():
+    """A checkpoint of another mode, one missing a part, one whose snapshot buffers do not fit the measured
+    parameters: each raises, and the scheduler's state afterwards is exactly what it was."""
     model, opt = setup()
     sched = AutoDrop(opt)
     for e in range(1, 5):
@@ -384,11 +386,76 @@ def test_load_state_dict_rejects_bad_checkpoints_without_changing_anything():
     missing = {k: v for k, v in good.items() if k != "drops"}
     with pytest.raises(ValueError, match="missing"):
         sched.load_state_dict(missing)
-    other = AutoDrop(torch.optim.SGD(torch.nn.Linear(3, 3).parameters(), lr=0.1))
+    bad_meter = copy.deepcopy(good)
+    bad_meter["meter"]["angular_velocity"]["prev"] = [torch.zeros(1)] * 4
+    bad_meter["test"]["observed"] = 99  # would change the test if it were applied before the failure
     with pytest.raises(ValueError, match=r"shape|tracks|holds"):
-        sched.load_state_dict(other.state_dict() | {"angular_velocity": {
-            **good["angular_velocity"], "prev": [torch.zeros(1)] * 4}})
+        sched.load_state_dict(bad_meter)
     after = sched.state_dict()
     assert after["omega_history"] == before["omega_history"] and after["last_epoch"] == before["last_epoch"]
-    for a, b in zip(after["angular_velocity"]["prev"], before["angular_velocity"]["prev"]):
+    assert after["test"] == before["test"]
+    for a, b in zip(after["meter"]["angular_velocity"]["prev"], before["meter"]["angular_velocity"]["prev"]):
         assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- the parts and the presets
+def test_help_lists_every_hyperparameter_with_its_default():
+    """The constructor spells every argument with a type and a default (no **options), so help() and IDEs show
+    them; a keyword that does not exist is Python's own TypeError."""
+    import inspect
+
+    signature = inspect.signature(AutoDrop)
+    expected = {"mode": "trend", "test": None, "threshold": 1.28, "window": 10, "rise_threshold": 2.33,
+                "patience": 20, "m": 10, "min_buffer": 10, "kernel": "value", "rho": 0.1, "min_lr": None,
+                "extra_epochs": 0, "weight_average": False, "adapt_threshold": False, "threshold_max": math.inf,
+                "snapshot": "average", "interval": None, "restart_measurement": True, "eps": 0.0}
+    for name, default in expected.items():
+        parameter = signature.parameters[name]
+        assert parameter.default == default, name
+        assert parameter.annotation is not inspect.Parameter.empty, name
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def test_presets_fill_the_defaults_and_explicit_keywords_win():
+    """AutoDrop.official / AutoDrop.uai (= mode "code" / "uai") put the paper's values in place of the defaults;
+    a keyword passed explicitly wins over the preset, even when it equals the trend default."""
+    _, opt = setup()
+    code = AutoDrop.official(opt)
+    assert type(code.test).__name__ == "DeltaTest" and code.threshold == 0.01 and code.rho == 0.2
+    assert code.action.extra_epochs == 19 and code.action.weight_average and code.meter.snapshot == "first_steps"
+    code.remove_hook()
+    _, opt = setup()
+    explicit = AutoDrop(opt, "code", rho=0.1, extra_epochs=0)
+    assert explicit.rho == 0.1 and explicit.action.extra_epochs == 0 and explicit.threshold == 0.01
+    explicit.remove_hook()
+    _, opt = setup()
+    uai = AutoDrop.uai(opt, interval=8)
+    assert type(uai.test).__name__ == "GaussianSmoothedTest" and uai.interval == 8 and uai.rho == 0.95
+
+
+def test_a_users_own_saturation_test_drives_the_drops():
+    """Any SaturationTest object can be passed as test=; AutoDrop feeds it the angles and drops when it says so.
+    The built-in test's keywords are then refused (they would be ignored)."""
+    from lrpilot.saturation import SaturationTest
+
+    class AfterFour(SaturationTest):
+        def __init__(self):
+            self.threshold, self.seen = 0.0, 0
+
+        def observe(self, omega):
+            self.seen += 1
+
+        def saturated(self):
+            return self.seen >= 4
+
+        def reset(self):
+            self.seen = 0
+
+    model, opt = setup()
+    sched = AutoDrop(opt, test=AfterFour())
+    for e in range(1, 16):
+        run_epoch(model, opt, sched, seed=e)
+    assert sched.drop_epochs == [6, 12]  # angles from epoch 3; four of them; snapshots restart after a drop
+    _, opt = setup()
+    with pytest.raises(ValueError, match="window"):
+        AutoDrop(opt, test=AfterFour(), window=12)

@@ -105,10 +105,22 @@ def test_trend_test_patience_does_not_fire_while_omega_is_still_rising():
     assert t.observed == len(flat_then_slow_rise) and not t.rose
 
 
-def test_trend_test_bad_patience_is_named():
-    for bad in (5, 2.5, True):
-        with pytest.raises(ValueError, match="patience"):
+def test_trend_test_bad_arguments_are_named():
+    """Each test validates its own arguments (used alone, not only through AutoDrop): a NaN threshold, a patience
+    shorter than the window or not an int, a window under 6 are refused naming the argument."""
+    with pytest.raises(ValueError, match="patience"):
+        TrendTest(window=10, patience=5)
+    for bad in (2.5, True):
+        with pytest.raises(TypeError, match="patience"):
             TrendTest(window=10, patience=bad)
+    for kwargs in ({"threshold": math.nan}, {"threshold": -1.0}, {"window": 5}, {"rise_threshold": math.nan}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            TrendTest(**kwargs)
+    with pytest.raises(ValueError, match="threshold"):
+        DeltaTest(math.nan)
+    for kwargs in ({"threshold": math.nan}, {"m": 0}, {"min_buffer": 2}, {"kernel": "box"}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            GaussianSmoothedTest(**kwargs)
 
 
 def test_trend_test_never_fires_on_a_steady_rise():

@@ -19,6 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ._validation import check_number
+
 __all__ = ["DeltaTest", "GaussianSmoothedTest", "SaturationTest", "TrendTest", "mann_kendall_z"]
 
 
@@ -67,6 +69,7 @@ class DeltaTest(SaturationTest):
     """
 
     def __init__(self, threshold: float = 0.01) -> None:
+        check_number("threshold", threshold, low=0)
         self.threshold = float(threshold)
         self.previous: float | None = None
         self.current: float | None = None
@@ -120,6 +123,9 @@ class GaussianSmoothedTest(SaturationTest):
     """
 
     def __init__(self, threshold: float = 0.1, m: int = 10, min_buffer: int = 10, kernel: str = "value") -> None:
+        check_number("threshold", threshold, low=0)
+        check_number("m", m, low=1, integer=True)
+        check_number("min_buffer", min_buffer, low=3, integer=True)
         if kernel not in ("value", "offset"):
             raise ValueError(f"kernel must be 'value' or 'offset', got {kernel!r}")
         self.threshold = float(threshold)
@@ -203,10 +209,11 @@ class TrendTest(SaturationTest):
 
     def __init__(self, threshold: float = 1.28, window: int = 10, rise_threshold: float = 2.33,
                  patience: int | None = 20) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 6:
-            raise ValueError(f"window must be an int >= 6, got {window!r}")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < window):
-            raise ValueError(f"patience must be None or an int >= window ({window}), got {patience!r}")
+        check_number("threshold", threshold, low=0)
+        check_number("rise_threshold", rise_threshold, allow_inf=True)  # inf: never records a rise
+        check_number("window", window, low=6, integer=True)
+        if patience is not None:
+            check_number("patience", patience, low=window, integer=True)
         self.threshold = float(threshold)
         self.rise_threshold = float(rise_threshold)
         self.window = int(window)

@@ -1,8 +1,8 @@
 """Writes ``autodrop_v1_<mode>.pt``: AutoDrop checkpoints in the state_dict format of lrpilot 0.x before the
 measurement / test / action split (issue 15), with what that code produced after resuming from them.
 
-Run once with the code of that format (it was run at commit cbc368d's successor "telemetry" commit); the files
-are committed, so tests/test_autodrop_checkpoint_compat.py checks that today's AutoDrop loads them and continues
+Run once with the code of that format (the tree of the commit that added these files, the last before the
+split); the files are committed, so tests/test_autodrop_checkpoint_compat.py checks that today's AutoDrop loads them and continues
 as the old code did.
 
     python tests/data/make_autodrop_v1_checkpoints.py
@@ -10,6 +10,7 @@ as the old code did.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -60,8 +61,9 @@ def main() -> None:
         sched = AutoDrop(opt, mode, **options)
         train(model, opt, sched, 7, seed=1)
         half_epoch(model, opt, seed=2)  # mid-epoch: the interval's running sum is part of the state
-        checkpoint = {"model": model.state_dict(), "optimizer": opt.state_dict(), "autodrop": sched.state_dict(),
-                      "mode": mode, "options": options}
+        # deep copies: state_dict() shares the live tensors, which the continuation below changes in place
+        checkpoint = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "autodrop": sched.state_dict(), "mode": mode, "options": options})
         train(model, opt, sched, 12, seed=3)
         checkpoint["after"] = {"omega_history": sched.omega_history, "drop_epochs": sched.drop_epochs,
                                "saturation_epochs": sched.saturation_epochs, "lrs": sched.get_last_lr(),
