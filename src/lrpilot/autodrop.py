@@ -106,6 +106,35 @@ def _records_explicit_keywords(init: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _upgrade_first_format(old: dict[str, Any]) -> dict[str, Any]:
+    """A state dict of the first format (one flat dict, before the measurement / test / action split)."""
+    missing = {"mode", "rho", "extra_epochs", "weight_average", "adapt_threshold", "threshold_max",
+               "average_snapshots", "interval", "min_lrs", "global_step", "_steps_in_interval", "_pending_omega",
+               "_counting", "omega_history", "saturation_epochs", "base_lrs", "last_epoch", "_step_count",
+               "_last_lr", "drops", "test", "angular_velocity", "sum", "average"} - set(old)
+    if missing:
+        raise ValueError(f"AutoDrop state_dict is missing keys {sorted(missing)}")
+    code = old["mode"] == "code"
+    since = old.get("_steps_since_step_call")
+    if since is None:  # the interval's steps are the steps since the last step() (per-epoch intervals)
+        since = old["_steps_in_interval"] if old["interval"] is None else 1
+    return {
+        "format": 2, "mode": old["mode"], "restart_measurement": old["mode"] == "trend",
+        **{key: old[key] for key in ("global_step", "omega_history", "saturation_epochs", "base_lrs",
+                                     "last_epoch", "_step_count", "_last_lr", "drops", "test")},
+        "_steps_since_step_call": since, "_single_step_calls": old.get("_single_step_calls", 0),
+        "_warned_per_step": old.get("_warned_per_step", False),
+        "meter": {"snapshot": "first_steps" if code else ("average" if old["average_snapshots"] else "end"),
+                  "interval": old["interval"], "angular_velocity": old["angular_velocity"], "sum": old["sum"],
+                  "steps_in_interval": old["_steps_in_interval"], "pending_omega": old["_pending_omega"],
+                  "measured": old.get("measured")},
+        "action": {"rho": old["rho"], "extra_epochs": old["extra_epochs"],
+                   "weight_average": old["weight_average"], "adapt_threshold": old["adapt_threshold"],
+                   "threshold_max": old["threshold_max"], "floors": old["min_lrs"], "counting": old["_counting"],
+                   "average": old["average"]},
+    }
+
+
 @dataclass(frozen=True)
 class DropEvent:
     """One learning-rate drop: when it happened, what omega was, and the LRs before and after."""
@@ -503,40 +532,11 @@ class AutoDrop(LRScheduler):
         state["action"] = self.action.state_dict()
         return state
 
-    @staticmethod
-    def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
-        """A state dict of the first format (one flat dict, before the measurement / test / action split)."""
-        missing = {"mode", "rho", "extra_epochs", "weight_average", "adapt_threshold", "threshold_max",
-                   "average_snapshots", "interval", "min_lrs", "global_step", "_steps_in_interval", "_pending_omega",
-                   "_counting", "omega_history", "saturation_epochs", "base_lrs", "last_epoch", "_step_count",
-                   "_last_lr", "drops", "test", "angular_velocity", "sum", "average"} - set(old)
-        if missing:
-            raise ValueError(f"AutoDrop state_dict is missing keys {sorted(missing)}")
-        code = old["mode"] == "code"
-        since = old.get("_steps_since_step_call")
-        if since is None:  # the interval's steps are the steps since the last step() (per-epoch intervals)
-            since = old["_steps_in_interval"] if old["interval"] is None else 1
-        return {
-            "format": 2, "mode": old["mode"], "restart_measurement": old["mode"] == "trend",
-            **{key: old[key] for key in ("global_step", "omega_history", "saturation_epochs", "base_lrs",
-                                         "last_epoch", "_step_count", "_last_lr", "drops", "test")},
-            "_steps_since_step_call": since, "_single_step_calls": old.get("_single_step_calls", 0),
-            "_warned_per_step": old.get("_warned_per_step", False),
-            "meter": {"snapshot": "first_steps" if code else ("average" if old["average_snapshots"] else "end"),
-                      "interval": old["interval"], "angular_velocity": old["angular_velocity"], "sum": old["sum"],
-                      "steps_in_interval": old["_steps_in_interval"], "pending_omega": old["_pending_omega"],
-                      "measured": old.get("measured")},
-            "action": {"rho": old["rho"], "extra_epochs": old["extra_epochs"],
-                       "weight_average": old["weight_average"], "adapt_threshold": old["adapt_threshold"],
-                       "threshold_max": old["threshold_max"], "floors": old["min_lrs"], "counting": old["_counting"],
-                       "average": old["average"]},
-        }
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` into the parts (never rebuilt: the measurement keeps ``sharded`` and its
         process group). Checkpoints of the first format load too. Everything is checked before anything
         changes."""
-        state = state_dict if "format" in state_dict else self._upgrade(state_dict)
+        state = state_dict if "format" in state_dict else _upgrade_first_format(state_dict)
         if state["format"] != self._FORMAT:
             raise ValueError(f"AutoDrop state_dict format {state['format']!r} is not one this version reads")
         missing = {"mode", "drops", "meter", "test", "action", *self._CLOCK_KEYS} - set(state)
