@@ -2,8 +2,8 @@
 measurement / test / action split (issue 15), with what that code produced after resuming from them.
 
 Run once with the code of that format (the tree of the commit that added these files, the last before the
-split); the files are committed, so tests/test_autodrop_checkpoint_compat.py checks that today's AutoDrop loads them and continues
-as the old code did.
+split); the files are committed, so tests/test_autodrop_checkpoint_compat.py checks that today's AutoDrop loads
+them and continues as the old code did.
 
     python tests/data/make_autodrop_v1_checkpoints.py
 """
