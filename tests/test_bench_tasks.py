@@ -35,6 +35,18 @@ from lrpilot.cli import main
 CPU = torch.device("cpu")
 
 
+def test_tasks_re_exports_the_loaders_and_models_from_their_own_modules() -> None:
+    """Data loaders live in lrpilot.bench.datasets, models in lrpilot.bench.models, tasks and the registry in
+    lrpilot.bench.tasks; every name importable from tasks before the split still is, as the same object."""
+    from lrpilot.bench import datasets, models, tasks
+
+    for module in (datasets, models):
+        for name in module.__all__:
+            if name != "Data":
+                assert getattr(tasks, name) is getattr(module, name), name
+    assert TASKS["mnist1d-cnn"].data is datasets.mnist1d_data and TASKS["shakespeare-char"].model is models.char_gpt
+
+
 def test_tiny_shakespeare_ships_with_the_package_and_splits_as_nanogpt() -> None:
     assert SHAKESPEARE_PATH.is_file() and SHAKESPEARE_PATH.stat().st_size == 1_115_394
     train, val, vocab = shakespeare_text()

@@ -31,6 +31,19 @@ def test_late_decay_quick_writes_results_figures_and_passes_its_criteria(tmp_pat
     assert "real lr" not in capsys.readouterr().out.split("toy config A")[-1]
 
 
+def test_late_decay_hands_its_options_to_the_study(monkeypatch):
+    """The command only parses: the study (lrpilot.bench.studies.late_decay.run_study) gets every option and
+    its return value is the exit code."""
+    from lrpilot.bench.studies import late_decay as study
+
+    calls = []
+    monkeypatch.setattr(study, "run_study", lambda *args, **kwargs: calls.append((args, kwargs)) or 7)
+    argv = ["late-decay", "--toy-only", "--seeds", "2", "--lrs", "0.6", "0.1", "--jobs", "1", "--out", "o",
+            "--figures", "f"]
+    assert main(argv) == 7
+    assert calls == [(("o", "f"), {"toy_only": True, "quick": False, "seeds": 2, "lrs": [0.6, 0.1], "jobs": 1})]
+
+
 @pytest.mark.parametrize("argv", [
     ["late-decay", "--seeds", "0"], ["late-decay", "--jobs", "0"], ["late-decay", "--lrs", "0.6", "-1"],
     ["late-decay", "--lrs", "nan"], ["bench", "--epochs", "0"], ["bench", "--epochs", "-2"],

@@ -1,4 +1,6 @@
-"""Specification of lrpilot.late_decay.toy: the nonlinear toy model, its geometry, and the reproduction's criteria."""
+"""Specification of lrpilot.late_decay.toy: the nonlinear toy model, its geometry and its SGD.
+
+The reproduction built on it (its controls and pass criteria) is specified in tests/test_late_decay_study.py."""
 
 from __future__ import annotations
 
@@ -96,57 +98,8 @@ def test_divergent_runs_are_frozen_as_nan_and_do_not_affect_the_others():
     assert np.isnan(w[0]).all() and np.isfinite(w[1]).all()
 
 
-@pytest.fixture(scope="module")
-def reproduction():
-    return toy.run_reproduction(toy.CONFIG_A, seeds=(0, 1, 2, 3))
-
-
-def test_config_a_reproduction_meets_every_criterion_of_spec_section_4_5(reproduction):
-    """Late decay lands nearer the min-norm solution with lower test loss (P1-P4), every branch fits (P5), the
-    gradient-flow endpoint predicts the landing (P6), plain SGD freezes (P7), the linear model gains nothing
-    (P8) and the drift time scales as 1/(eta^2 sigma^2) (P9), on each of the four data seeds."""
-    results = toy.check_criteria(reproduction)
-    assert len(results) == 9
-    failed = {name: detail for name, (ok, detail) in results.items() if not ok}
-    assert not failed, failed
-
-
-def test_late_decay_ordering_holds_seed_by_seed(reproduction):
-    main = reproduction["main"]
-    assert main["test"].shape == (4, 5)
-    assert np.all(np.diff(main["test"], axis=1) < 0)
-    assert np.all(np.diff(main["dist"], axis=1) < 0)
-    assert np.all(main["norm_excess"][:, 0] > main["norm_excess"][:, 2])
-    # the trajectory log is continuous across the decay-time segments
-    steps = main["trajectory"]["step"]
-    assert steps[0] == 0 and steps[-1] == 15000 and np.all(np.diff(steps) == 100)
-
-
-def test_check_criteria_fails_when_the_effect_is_absent(reproduction):
-    """The criteria can fail: fed the plain-SGD control as if it were the main run, P2-P4 do not pass."""
-    fake = dict(reproduction, main=reproduction["plain"])
-    results = toy.check_criteria(fake)
-    assert not results["P2 late decay near alpha_mn"][0]
-    assert not results["P4 test falls with decay time (ratios >= 2)"][0]
-
-
 @pytest.mark.parametrize("field,value", [("n", 100), ("lr", 0.0), ("label_noise", -1.0), ("decay_times", (5, 1)),
                                          ("batch", 0), ("gamma", float("nan"))])
 def test_bad_config_is_a_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field if field != "n" else "n="):
         toy.CONFIG_A.with_(**{field: value})
-
-
-def test_config_b_criteria_hold_on_seed_0():
-    """Config B (sigma 0.5, decays to 60k steps): far from alpha_mn at T=0, in the calibrated band at 10k, at
-    alpha_mn by 60k. (Its two variants, noise kept after the decay and alpha* outside the row space, are checked
-    by `lrpilot late-decay` on four seeds; they are too slow for the unit tests.)"""
-    results = toy.check_config_b(toy.branch_experiment(toy.CONFIG_B, (0,)))
-    assert len(results) == 3
-    failed = {name: detail for name, (ok, detail) in results.items() if not ok}
-    assert not failed, failed
-
-
-def test_config_a_criteria_refuse_other_decay_times():
-    with pytest.raises(ValueError, match="decay times"):
-        toy.check_criteria({"main": {"decay_times": [0, 1000]}, "plain": {}, "linear": {}})

@@ -18,7 +18,8 @@ The paper's claim reproduced here: a long large-LR phase of SGD drifts along M t
 branch started later therefore lands nearer it and generalises better. Our calibration (spec 1.2, all ours):
 plain minibatch SGD stops moving along M after about 1e3 steps because its noise vanishes on M, so the primary
 configuration uses *label-noise* SGD (fresh Gaussian label noise of scale ``sigma`` at every step, Blanc et al.
-2020), whose noise persists on M; both controls (``sigma = 0`` and ``gamma = 0``) are part of the runner.
+2020), whose noise persists on M; both controls (``sigma = 0`` and ``gamma = 0``) are run by the reproduction
+(:mod:`lrpilot.bench.studies.late_decay`, which also holds its pass criteria).
 
 The gradient-flow endpoint (spec 1.1, derived there and checked by our tests): under gradient flow the
 direction of ``P_N alpha`` (its null-space part) is fixed and ``Q = ||P_N alpha|| / ||alpha||^kappa`` with
@@ -34,9 +35,11 @@ segment ``default_rng(2000 + 97 s + k)``, the j-th branch ``default_rng(5000 + 9
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,15 +52,12 @@ __all__ = [
     "ToyData",
     "alpha_of_w",
     "branch_experiment",
-    "check_config_b",
-    "check_criteria",
     "gf_endpoint_dist",
     "grad_w",
     "hit_time",
     "init_w",
     "make_data",
     "min_norm_interpolator",
-    "run_reproduction",
     "sgd",
     "test_loss",
     "train_loss",
@@ -81,12 +81,12 @@ class ToyData:
     def null_projector(self) -> Array:
         """``P_N = I - X^T (X X^T)^{-1} X``, the projector onto null(X)."""
         X = self.X
-        return np.eye(X.shape[1]) - X.T @ np.linalg.solve(X @ X.T, X)
+        return cast(Array, np.eye(X.shape[1]) - X.T @ np.linalg.solve(X @ X.T, X))
 
 
 def min_norm_interpolator(X: Array, y: Array) -> Array:
     """``alpha_mn = X^T (X X^T)^{-1} y``: the interpolator ``X alpha = y`` of least Euclidean norm (needs rank n)."""
-    return X.T @ np.linalg.solve(X @ X.T, y)
+    return cast(Array, X.T @ np.linalg.solve(X @ X.T, y))
 
 
 def make_data(d: int, n: int, seed: int, rowspace: bool = True) -> ToyData:
@@ -107,29 +107,29 @@ def make_data(d: int, n: int, seed: int, rowspace: bool = True) -> ToyData:
 # ----------------------------------------------------------------------------------------------- model
 def alpha_of_w(w: Array, gamma: float) -> Array:
     """``alpha = ||w||^gamma w`` (row-wise for a batch of runs)."""
-    return np.linalg.norm(w, axis=-1, keepdims=True) ** gamma * w
+    return cast(Array, np.linalg.norm(w, axis=-1, keepdims=True) ** gamma * w)
 
 
 def w_of_alpha(alpha: Array, gamma: float) -> Array:
     """Inverse of :func:`alpha_of_w`: ``w = alpha / ||alpha||^(gamma / (1 + gamma))``."""
-    return alpha / np.linalg.norm(alpha, axis=-1, keepdims=True) ** (gamma / (1 + gamma))
+    return cast(Array, alpha / np.linalg.norm(alpha, axis=-1, keepdims=True) ** (gamma / (1 + gamma)))
 
 
 def init_w(d: int, rho: float, gamma: float, seed: int) -> Array:
     """``w0 = rho^(1/(1+gamma)) z`` with ``z`` uniform on the unit sphere, so ``||alpha(w0)|| = rho`` (spec 4.1)."""
     z = np.random.default_rng(1000 + seed).standard_normal(d)
-    return rho ** (1 / (1 + gamma)) * z / np.linalg.norm(z)
+    return cast(Array, rho ** (1 / (1 + gamma)) * z / np.linalg.norm(z))
 
 
 def train_loss(w: Array, X: Array, y: Array, gamma: float) -> Array:
     """``(1/2n) ||X alpha(w) - y||^2``; ``w`` may be (d,) or a batch (R, d) with X (R, n, d), y (R, n)."""
     r = np.einsum("...nd,...d->...n", X, alpha_of_w(w, gamma)) - y
-    return 0.5 * np.mean(r**2, axis=-1)
+    return cast(Array, 0.5 * np.mean(r**2, axis=-1))
 
 
 def test_loss(w: Array, alpha_star: Array, gamma: float) -> Array:
     """``||alpha(w) - alpha*||^2`` (no 1/2): the population loss on clean labels, ``E_x (f(x; w) - <alpha*, x>)^2``."""
-    return np.sum((alpha_of_w(w, gamma) - alpha_star) ** 2, axis=-1)
+    return cast(Array, np.sum((alpha_of_w(w, gamma) - alpha_star) ** 2, axis=-1))
 
 
 def grad_w(w: Array, X: Array, r: Array, gamma: float) -> Array:
@@ -142,7 +142,7 @@ def grad_w(w: Array, X: Array, r: Array, gamma: float) -> Array:
     G = np.einsum("...bd,...b->...d", X, r) / r.shape[-1]
     norm = np.linalg.norm(w, axis=-1, keepdims=True)
     wG = np.sum(w * G, axis=-1, keepdims=True)
-    return norm**gamma * G + gamma * norm ** (gamma - 2) * wG * w
+    return cast(Array, norm**gamma * G + gamma * norm ** (gamma - 2) * wG * w)
 
 
 def gf_endpoint_dist(alpha: Array, null_projector: Array, alpha_mn: Array, gamma: float, iters: int = 200) -> Array:
@@ -161,9 +161,9 @@ def gf_endpoint_dist(alpha: Array, null_projector: Array, alpha_mn: Array, gamma
     for _ in range(iters):
         s_next = q * (m2 + s**2) ** (kappa / 2)
         if np.allclose(s_next, s, rtol=1e-14, atol=0):
-            return s_next
+            return cast(Array, s_next)
         s = s_next
-    return s
+    return cast(Array, s)
 
 
 # ----------------------------------------------------------------------------------------------- SGD
@@ -295,7 +295,9 @@ def branch_experiment(cfg: ToyConfig, seeds: Sequence[int] = (0, 1, 2, 3)) -> di
     seeds = list(seeds)
     data, X, y, proj, amn = _stack_data(cfg, seeds)
     w = np.stack([init_w(cfg.d, cfg.rho, cfg.gamma, s) for s in seeds])
-    snapshots, logs, t_prev = [], [], 0
+    snapshots: list[Array] = []
+    logs: list[dict[str, Array]] = []
+    t_prev = 0
     for k, t_dec in enumerate(cfg.decay_times):
         steps = t_dec - t_prev
         if steps:
@@ -375,108 +377,23 @@ def hit_time(cfg: ToyConfig, seeds: Sequence[int] = (0, 1, 2, 3), threshold: flo
     return hits, rates
 
 
-# ----------------------------------------------------------------------------------------------- criteria
-def run_reproduction(cfg: ToyConfig = CONFIG_A, seeds: Sequence[int] = (0, 1, 2, 3),
-                     hit_times: bool = True) -> dict[str, Any]:
-    """The whole reproduction of spec 4.5 for ``cfg``: the label-noise run, the plain-SGD control
-    (``sigma = 0``), the linear control (``gamma = 0``) and, if ``hit_times``, the drift-time law at
-    ``(lr, sigma)``, ``(lr/2, sigma)`` and ``(lr, sigma/2)``. Feed the result to :func:`check_criteria`."""
-    result: dict[str, Any] = {
-        "main": branch_experiment(cfg, seeds),
-        "plain": branch_experiment(cfg.with_(label_noise=0.0), seeds),
-        "linear": branch_experiment(cfg.with_(gamma=0.0), seeds),
-    }
-    if hit_times:
-        result["hits"] = {
-            (lr, sigma): hit_time(cfg.with_(lr=lr, label_noise=sigma), seeds)
-            for lr, sigma in ((cfg.lr, cfg.label_noise), (cfg.lr / 2, cfg.label_noise), (cfg.lr, cfg.label_noise / 2))
-        }
-    return result
+# ----------------------------------------------------------------------------------------------- moved names
+#: Names that moved with the reproduction's pass criteria to the late-decay study
+#: (:mod:`lrpilot.bench.studies.late_decay`); still reachable here, with a ``DeprecationWarning``.
+_MOVED_TO_STUDY = frozenset({"check_config_b", "check_criteria", "run_reproduction"})
 
 
-def check_criteria(result: dict[str, Any]) -> dict[str, tuple[bool, str]]:
-    """Spec 4.5's pass criteria P1-P9 for Config A (decay times 0, 500, 1500, 5000, 15000; sigma 1), checked
-    on every seed individually. Returns ``{name: (passed, measured values)}``. The thresholds are calibrated
-    for Config A only; use :func:`check_config_b` for Config B."""
-    main, plain, linear = result["main"], result["plain"], result["linear"]
-    times = main["decay_times"]
-    if not {0, 500, 1500, 5000, 15000} <= set(times):
-        raise ValueError(f"check_criteria needs Config A's decay times 0, 500, 1500, 5000, 15000; got {times}")
-    at = lambda res, key, t: res[key][:, res["decay_times"].index(t)]  # noqa: E731
-    out: dict[str, tuple[bool, str]] = {}
-
-    def put(name: str, ok: Any, detail: str) -> None:
-        out[name] = (bool(np.all(ok)), detail)
-
-    fmt = lambda a: "[" + ", ".join(f"{v:.3g}" for v in np.ravel(a)) + "]"  # noqa: E731
-    t_late, t_mid = 5000, 15000
-    early = (at(main, "test", 0), at(main, "dist", 0), at(main, "norm_excess", 0))
-    put("P1 early decay far from alpha_mn", (early[0] >= 0.8) & (early[1] >= 0.6) & (early[2] >= 0.3),
-        f"test {fmt(early[0])}, dist {fmt(early[1])}, excess {fmt(early[2])}")
-    late = (at(main, "test", t_late), at(main, "dist", t_late), at(main, "norm_excess", t_late))
-    put("P2 late decay near alpha_mn", (late[0] <= 1e-3) & (late[1] <= 0.04) & (np.abs(late[2]) <= 5e-4),
-        f"T={t_late}: test {fmt(late[0])}, dist {fmt(late[1])}, excess {fmt(late[2])}")
-    very = (at(main, "test", t_mid), at(main, "dist", t_mid))
-    put("P3 very late decay at alpha_mn", (very[0] <= 1e-6) & (very[1] <= 1e-3),
-        f"T={t_mid}: test {fmt(very[0])}, dist {fmt(very[1])}")
-    ratios = main["test"][:, :-1] / main["test"][:, 1:]
-    put("P4 test falls with decay time (ratios >= 2)", ratios >= 2, f"min ratio per seed {fmt(ratios.min(1))}")
-    put("P5 every branch fits", (main["train"] <= 1e-8) & (linear["train"] <= 1e-6),
-        f"max train {main['train'].max():.2g} (gamma>0), {linear['train'].max():.2g} (gamma=0)")
-    err = np.abs(main["dist"] - main["predicted"])
-    put("P6 gradient-flow endpoint predicts the landing", err <= 0.05 * main["predicted"] + 1e-4,
-        f"max abs(dist - s) {err.max():.2g}; relative, where s > 1e-3: "
-        f"{np.max((err / main['predicted'])[main['predicted'] > 1e-3]):.2g}")
-    t_a, t_b = 1500, 15000
-    p_a, p_b = at(plain, "test", t_a), at(plain, "test", t_b)
-    put("P7 plain SGD (sigma=0) freezes",
-        (np.abs(p_b - p_a) <= 0.05 * p_a) & (p_b >= 0.5) & (at(main, "test", t_a) <= 0.11 * p_a),
-        f"plain test T={t_a} {fmt(p_a)}, T={t_b} {fmt(p_b)}; label-noise/plain at {t_a} "
-        f"{fmt(at(main, 'test', t_a) / p_a)}")
-    lin0, lin1 = at(linear, "test", 0), at(linear, "test", times[-1])
-    put("P8 linear model (gamma=0) gains nothing", lin1 >= 0.9 * lin0, f"test(last)/test(0) {fmt(lin1 / lin0)}")
-    if "hits" in result:
-        (lr, sigma), (_, _), (_, _) = result["hits"]  # keys: (lr, sigma), (lr/2, sigma), (lr, sigma/2)
-        (h0, r0), (h_lr, _), (h_sig, _) = result["hits"].values()
-        ratio_lr, ratio_sig = h_lr / h0, h_sig / h0
-        scaled = h0 * lr**2 * sigma**2
-        rate = r0 / (lr**2 * sigma**2)
-        put("P9 drift time ~ 1/(eta^2 sigma^2)",
-            (ratio_lr >= 1.8) & (ratio_lr <= 10) & (ratio_sig >= 1.8) & (ratio_sig <= 10) & (scaled >= 0.03)
-            & (scaled <= 0.15) & (rate >= 12) & (rate <= 60),
-            f"T(eta/2)/T {fmt(ratio_lr)}, T(sigma/2)/T {fmt(ratio_sig)}, T eta^2 sigma^2 {fmt(scaled)}, "
-            f"r/(eta^2 sigma^2) {fmt(rate)}")
-    return out
+def _moved(module: str, name: str) -> Any:
+    """The deprecated alias ``module.name`` of a name in ``_MOVED_TO_STUDY`` (``AttributeError`` for any other
+    name). The study is imported only when such a name is asked for: importing the core never imports
+    :mod:`lrpilot.bench`."""
+    if name not in _MOVED_TO_STUDY:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} moved to lrpilot.bench.studies.late_decay.{name} with the reproduction it "
+                  "belongs to; import it from there", DeprecationWarning, stacklevel=3)
+    return getattr(importlib.import_module("lrpilot.bench.studies.late_decay"), name)
 
 
-def check_config_b(main: dict[str, Any], noise_kept: dict[str, Any] | None = None,
-                   generic: dict[str, Any] | None = None) -> dict[str, tuple[bool, str]]:
-    """Spec 4.5's Config B criteria, per seed: ``main`` is :func:`branch_experiment` on :data:`CONFIG_B`;
-    ``noise_kept`` the same with ``noise_after_decay=True``; ``generic`` with ``rowspace=False``."""
-    if not {0, 10_000, 60_000} <= set(main["decay_times"]):
-        raise ValueError(f"check_config_b needs decay times 0, 10000, 60000; got {main['decay_times']}")
-    at = lambda res, key, t: res[key][:, res["decay_times"].index(t)]  # noqa: E731
-    fmt = lambda a: "[" + ", ".join(f"{v:.3g}" for v in np.ravel(a)) + "]"  # noqa: E731
-    out: dict[str, tuple[bool, str]] = {}
-    t0, t10, t60 = at(main, "test", 0), at(main, "test", 10_000), at(main, "test", 60_000)
-    d60 = at(main, "dist", 60_000)
-    out["B1 early decay far (test >= 0.8)"] = (bool(np.all(t0 >= 0.8)), f"test {fmt(t0)}")
-    out["B2 decay at 10k: 0.006 <= test <= 0.034"] = (bool(np.all((t10 >= 0.006) & (t10 <= 0.034))), f"test {fmt(t10)}")
-    out["B3 decay at 60k: test <= 1e-6, dist <= 1e-3"] = (bool(np.all((t60 <= 1e-6) & (d60 <= 1e-3))),
-                                                         f"test {fmt(t60)}, dist {fmt(d60)}")
-    if noise_kept is not None:
-        k0, k60, kd = at(noise_kept, "test", 0), at(noise_kept, "test", 60_000), at(noise_kept, "dist", 60_000)
-        out["B4 noise kept after decay: floor"] = (bool(np.all((k60 <= 5e-3) & (kd <= 0.1) & (k0 >= 0.7))),
-                                                   f"test(60k) {fmt(k60)}, dist(60k) {fmt(kd)}, test(0) {fmt(k0)}")
-    if generic is not None:
-        # test = ||alpha - alpha*||^2 = ||P_N alpha*||^2 + dist^2 + 2 <alpha - alpha_mn, -P_N alpha*>. The spec
-        # states "test - ||P_N alpha*||^2 <= 1e-6", which drops the cross term; it is not zero (alpha - alpha_mn
-        # points along the initialisation's null-space direction, not orthogonal to P_N alpha*), only bounded by
-        # 2 dist ||P_N alpha*|| (Cauchy-Schwarz). We check that bound and |excess| <= 1e-4 (measured: <= 8.4e-6).
-        g60, gd60, gd0 = at(generic, "test", 60_000), at(generic, "dist", 60_000), at(generic, "dist", 0)
-        excess = g60 - generic["null_test"]
-        bound = 2 * gd60 * np.sqrt(generic["null_test"]) + gd60**2 + 1e-12
-        out["B5 generic alpha*: every interpolator pays ||P_N alpha*||^2"] = (
-            bool(np.all((gd60 <= 1e-3) & (np.abs(excess) <= bound) & (np.abs(excess) <= 1e-4) & (gd0 >= 0.4))),
-            f"dist(60k) {fmt(gd60)}, test - null part {fmt(excess)} (bound {fmt(bound)}), dist(0) {fmt(gd0)}")
-    return out
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases of the names that moved to :mod:`lrpilot.bench.studies.late_decay`."""
+    return _moved(__name__, name)

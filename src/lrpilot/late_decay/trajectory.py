@@ -29,7 +29,8 @@ __all__ = ["PCAPlane", "TrajectoryRecorder", "loss_surface"]
 
 
 def _params(source: nn.Module | Iterable[Tensor]) -> list[Tensor]:
-    params = [p for p in source.parameters() if p.requires_grad] if isinstance(source, nn.Module) else list(source)
+    params: list[Tensor] = ([p for p in source.parameters() if p.requires_grad] if isinstance(source, nn.Module)
+                            else list(source))
     if not params:
         raise ValueError("no parameters to record (a module without trainable parameters or an empty list)")
     if not all(isinstance(p, Tensor) for p in params):
@@ -169,7 +170,8 @@ class PCAPlane:
         (the orthogonal projection when they are orthonormal)."""
         d = self.directions.T  # (D, 2)
         rhs = (points.to(torch.float64) - self.center).T
-        return torch.linalg.lstsq(d, rhs).solution.T
+        solution: Tensor = torch.linalg.lstsq(d, rhs).solution
+        return solution.T
 
     def filter_normalized(self, reference: Sequence[Tensor] | nn.Module) -> PCAPlane:
         """Filter normalisation (Li et al., "Visualizing the Loss Landscape of Neural Nets", 2018): in each
@@ -201,7 +203,7 @@ class PCAPlane:
 
 
 @torch.no_grad()
-def loss_surface(model: nn.Module, plane: PCAPlane, metrics: Mapping[str, Callable[[nn.Module], float]],
+def loss_surface(model: nn.Module, plane: PCAPlane, metrics: Mapping[str, Callable[[nn.Module], float | Tensor]],
                  xs: Sequence[float], ys: Sequence[float]) -> dict[str, np.ndarray]:
     """Evaluate each metric of ``model`` at every grid point ``plane.point(x, y)``.
 
