@@ -37,8 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from lrpilot import ActiveAdamW, ActiveSGD
+from lrpilot.bench.loop import train, upgrade_record, write_json
+from lrpilot.bench.methods import Built
 from lrpilot.bench.tasks import TASKS
-from lrpilot.bench.train import train
+from lrpilot.telemetry import effective_lrs
 
 TASK = "mnist1d-cnn"
 #: (plain, Active, ablations...) and the initial LRs. The ablation runs ActiveSGD with the constants hard-coded in
@@ -57,8 +59,7 @@ LABELS = {"ActiveSGD-code-0.9-0.1": "ActiveSGD, lr_low 0.9 / lr_high 0.1 (ablati
 
 
 def steps_per_epoch() -> int:
-    task = TASKS[TASK]
-    return math.ceil(len(task.data()[0]) / task.batch_size)
+    return TASKS[TASK].steps_per_epoch()
 
 
 def make_optimizer(method: str, params: Any, lr: float, spe: int, foreach: bool | None = None) -> torch.optim.Optimizer:
@@ -79,27 +80,30 @@ def make_optimizer(method: str, params: Any, lr: float, spe: int, foreach: bool 
 
 
 def run_one(key: tuple[str, float, int, int]) -> tuple[str, dict]:
+    """One cached run: :func:`lrpilot.bench.loop.train`'s records (the format of ``lrpilot bench``; a diverged run
+    goes on to the last epoch, as the table counts it), each with the first group's ``eff_lr_min`` and
+    ``eff_lr_max`` beside the loop's ``effective_lr`` (the mean)."""
     method, lr, seed, epochs = key
     torch.set_num_threads(1)
     spe = steps_per_epoch()
-    holder: list[torch.optim.Optimizer] = []
 
-    def factory(model: torch.nn.Module) -> torch.optim.Optimizer:
-        holder.append(make_optimizer(method, model.parameters(), lr, spe))
-        return holder[0]
+    def add_range(record: dict[str, Any], built: Built) -> None:
+        eff = effective_lrs(built.optimizer)[0]
+        record.update(eff_lr_min=eff.min, eff_lr_max=eff.max)
 
-    def on_epoch(record: dict) -> None:
-        opt = holder[0]
-        if hasattr(opt, "effective_lr"):
-            eff = opt.effective_lr()[0]
-            record.update(eff_lr_mean=eff.mean, eff_lr_min=eff.min, eff_lr_max=eff.max)
-        else:
-            record.update(eff_lr_mean=lr, eff_lr_min=lr, eff_lr_max=lr)
+    run = train(TASKS[TASK], lambda model: Built(make_optimizer(method, model.parameters(), lr, spe)), epochs, seed,
+                stop_on_divergence=False, on_epoch=add_range)
+    return json.dumps(list(key)), {"method": method, "lr": lr, "seed": seed, "epochs": epochs, **run.result}
 
-    t0 = time.perf_counter()
-    records = train(TASKS[TASK], factory, None, epochs, seed, on_epoch=on_epoch)
-    return json.dumps(list(key)), {"method": method, "lr": lr, "seed": seed, "epochs": epochs, "records": records,
-                                   "seconds": time.perf_counter() - t0}
+
+def load_cache(path: Path) -> dict:
+    """The cached runs and timing; runs of the former format (``test_acc``, ``eff_lr_mean``) converted."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for key, res in results.items():
+        if key != "timing":
+            res["records"] = [upgrade_record({("effective_lr" if k == "eff_lr_mean" else k): v for k, v in r.items()})
+                              for r in res["records"]]
+    return results
 
 
 # ----------------------------------------------------------------------------------------------- step time
@@ -153,13 +157,13 @@ def stats(results: dict, method: str, lr: float) -> dict[str, Any] | None:
     runs = [r for r in results.values() if isinstance(r, dict) and r.get("method") == method and r["lr"] == lr]
     if not runs:
         return None
-    finals = [100 * r["records"][-1]["test_acc"] for r in runs]
-    bests = [100 * max(rec["test_acc"] for rec in r["records"]) for r in runs]
+    finals = [100 * r["records"][-1]["test_metric"] for r in runs]
+    bests = [100 * max(rec["test_metric"] for rec in r["records"]) for r in runs]
     diverged = sum(not math.isfinite(r["records"][-1]["train_loss"]) for r in runs)
     sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
     return {"n": len(runs), "final": statistics.mean(finals), "sd": sd,
             "worst_seed": min(finals), "best": statistics.mean(bests), "diverged": diverged,
-            "eff_lr_final": statistics.mean(r["records"][-1]["eff_lr_mean"] for r in runs)}
+            "eff_lr_final": statistics.mean(r["records"][-1]["effective_lr"] for r in runs)}
 
 
 def summarize(results: dict, epochs: int, seeds: int) -> str:
@@ -251,7 +255,7 @@ def plot(results: dict, figdir: Path) -> None:
                 continue
             recs = runs[0]["records"]
             ep = [rec["epoch"] for rec in recs]
-            ax.semilogy(ep, [rec["eff_lr_mean"] for rec in recs], color=f"C{i}", label=f"lr {lr:g}: lr x mean gai")
+            ax.semilogy(ep, [rec["effective_lr"] for rec in recs], color=f"C{i}", label=f"lr {lr:g}: lr x mean gai")
             ax.fill_between(ep, [rec["eff_lr_min"] for rec in recs], [rec["eff_lr_max"] for rec in recs],
                             color=f"C{i}", alpha=0.12)
         ax.set_xlabel("epoch")
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "activelr_robustness.json"
-    results = json.loads(cache.read_text()) if cache.exists() else {}
+    results = load_cache(cache)
     t0 = time.perf_counter()
     todo = [(method, lr, seed, args.epochs) for methods, lrs in FAMILIES.values() for lr in lrs
             for seed in range(args.seeds) for method in methods]
@@ -283,13 +287,13 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         for key, res in pool.map(run_one, todo):
             results[key] = res
-            cache.write_text(json.dumps(results))
+            write_json(cache, results)
             last = res["records"][-1]
-            print(f"{res['method']:12s} lr {res['lr']:<6g} seed {res['seed']} final acc {last['test_acc']:.4f} "
-                  f"eff lr {last['eff_lr_mean']:.3g} ({res['seconds']:.0f}s)", flush=True)
+            print(f"{res['method']:12s} lr {res['lr']:<6g} seed {res['seed']} final acc {last['test_metric']:.4f} "
+                  f"eff lr {last['effective_lr']:.3g} ({res['seconds']:.0f}s)", flush=True)
     if args.retime or "timing" not in results:
         results["timing"] = measure_step_time(args.timing_repeats)
-        cache.write_text(json.dumps(results))
+        write_json(cache, results)
     runs = {k: v for k, v in results.items() if k != "timing" and v["epochs"] == args.epochs}
     train_seconds = sum(r["seconds"] for r in runs.values())
     header = (f"# ActiveLR robustness to the initial LR (measured by benchmarks/activelr_robustness.py: {len(runs)} "

@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -27,8 +28,9 @@ from pathlib import Path
 import torch
 
 from lrpilot import AutoDrop
+from lrpilot.bench.loop import train, upgrade_record, write_json
+from lrpilot.bench.methods import Built
 from lrpilot.bench.tasks import TASKS
-from lrpilot.bench.train import train
 
 MULTISTEP = {  # name -> (fractions of the budget, gamma)
     "multistep[50%,75%]x0.1": ((0.5, 0.75), 0.1),
@@ -45,37 +47,39 @@ AUTODROP = {
 }
 
 
-def run_one(key: tuple[str, str, float, int, int]) -> tuple[str, dict]:
-    task_name, method, lr, seed, epochs = key
-    torch.set_num_threads(1)
-    task = TASKS[task_name]
-    schedulers: list = []
-
-    def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-
-    def make_scheduler(optimizer: torch.optim.Optimizer):
+def build(method: str, lr: float, epochs: int) -> Callable[[torch.nn.Module], Built]:
+    """SGD(lr, momentum 0.9, weight decay 5e-4) with ``method``'s scheduler, stepped once per epoch."""
+    def make(model: torch.nn.Module) -> Built:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         if method in AUTODROP:
             options = dict(AUTODROP[method])
-            sched = AutoDrop(optimizer, options.pop("mode"), **options)
-        elif method in MULTISTEP:
+            return Built(opt, AutoDrop(opt, options.pop("mode"), **options), "epoch")
+        if method in MULTISTEP:
             fractions, gamma = MULTISTEP[method]
-            sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [round(f * epochs) for f in fractions], gamma)
-        else:
-            return None
-        schedulers.append(sched)
-        return sched
+            milestones = [round(f * epochs) for f in fractions]
+            return Built(opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma), "epoch")
+        return Built(opt)
+    return make
 
-    t0 = time.perf_counter()
-    records = train(task, make_optimizer, make_scheduler, epochs, seed)
-    result = {"task": task_name, "method": method, "lr": lr, "seed": seed, "epochs": epochs, "records": records,
-              "seconds": time.perf_counter() - t0}
+
+def run_one(key: tuple[str, str, float, int, int]) -> tuple[str, dict]:
+    """One cached run: the key's fields, then :func:`lrpilot.bench.loop.train`'s result (the record format of
+    ``lrpilot bench``), and for AutoDrop its saturation epochs."""
+    task_name, method, lr, seed, epochs = key
+    torch.set_num_threads(1)
+    run = train(TASKS[task_name], build(method, lr, epochs), epochs, seed, stop_on_divergence=False)
+    result = {"task": task_name, "method": method, "lr": lr, "seed": seed, "epochs": epochs, **run.result}
     if method in AUTODROP:
-        sched = schedulers[0]
-        result["drop_epochs"] = sched.drop_epochs
-        result["saturation_epochs"] = sched.saturation_epochs
-        result["omega_history"] = sched.omega_history
+        result["saturation_epochs"] = list(run.built.scheduler.saturation_epochs)
     return json.dumps(key), result
+
+
+def load_cache(path: Path) -> dict:
+    """The cached runs, those of the former format (``test_acc``, omega NaN) converted to the current one."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for res in results.values():
+        res["records"] = [upgrade_record(r) for r in res["records"]]
+    return results
 
 
 def summarize(results: dict, tasks: list[str], seeds: int) -> tuple[str, dict]:
@@ -88,8 +92,8 @@ def summarize(results: dict, tasks: list[str], seeds: int) -> tuple[str, dict]:
             rows.setdefault((res["method"], res["lr"]), []).append(res)
         stat = {}
         for (method, lr), runs in rows.items():
-            finals = [100 * r["records"][-1]["test_acc"] for r in runs]
-            bests = [100 * max(x["test_acc"] for x in r["records"]) for r in runs]
+            finals = [100 * r["records"][-1]["test_metric"] for r in runs]
+            bests = [100 * max(x["test_metric"] for x in r["records"]) for r in runs]
             drops = [len(r.get("drop_epochs", [])) for r in runs]
             stat[(method, lr)] = {
                 "n": len(runs),
@@ -144,7 +148,7 @@ def plot(results: dict, tasks: list[str], tuned: dict, figdir: Path) -> None:
             ax_lr.set_xlabel("epoch")
             ax_lr.set_ylabel("learning rate")
             ax2 = ax_lr.twinx()
-            ax2.plot([x["epoch"] for x in recs], [100 * x["test_acc"] for x in recs], color="C2", label="test acc")
+            ax2.plot([x["epoch"] for x in recs], [100 * x["test_metric"] for x in recs], color="C2", label="test acc")
             ax2.set_ylabel("test accuracy (%)")
         fig.tight_layout()
         fig.savefig(figdir / f"autodrop_trend_{task}.png", dpi=110)
@@ -177,7 +181,7 @@ def plot(results: dict, tasks: list[str], tuned: dict, figdir: Path) -> None:
             if not runs:
                 continue
             n = len(runs[0]["records"])
-            mean = [statistics.mean(100 * r["records"][i]["test_acc"] for r in runs) for i in range(n)]
+            mean = [statistics.mean(100 * r["records"][i]["test_metric"] for r in runs) for i in range(n)]
             ax.plot(range(1, n + 1), mean, color=color, label=f"{method} ({len(runs)} seeds)")
         ax.set_title(f"{task}, lr 0.1")
         ax.set_xlabel("epoch")
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "autodrop_study.json"
-    results = json.loads(cache.read_text()) if cache.exists() else {}
+    results = load_cache(cache)
     results = {k: v for k, v in results.items() if v["method"] not in args.rerun}
 
     def keys_for(phase: int, tuned: dict) -> list:
@@ -228,9 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         with ProcessPoolExecutor(args.jobs) as pool:
             for key, res in pool.map(run_one, todo):
                 results[json.dumps(json.loads(key))] = res
-                cache.write_text(json.dumps(results))
+                write_json(cache, results)
                 print(f"{res['task']:12s} {res['method']:28s} lr {res['lr']:<5} seed {res['seed']} "
-                      f"final {res['records'][-1]['test_acc']:.4f} drops {res.get('drop_epochs', '-')} "
+                      f"final {res['records'][-1]['test_metric']:.4f} drops {res.get('drop_epochs', '-')} "
                       f"({res['seconds']:.0f}s)", flush=True)
     table, tuned = summarize(results, args.tasks, args.seeds)
     header = (f"# AutoDrop study ({args.epochs} epochs; measured by benchmarks/autodrop_study.py, "

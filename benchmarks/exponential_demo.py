@@ -47,7 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrpilot import TEXP, check_scale_invariance, growth_factor, make_scale_invariant, texp_schedule
-from lrpilot.bench.tasks import mnist1d_bn_cnn, mnist1d_data
+from lrpilot.bench.loop import train, write_json
+from lrpilot.bench.methods import Built
+from lrpilot.bench.tasks import TASKS, mnist1d_bn_cnn, mnist1d_data
 
 LR, MOMENTUM, GAMMA, BATCH = 0.1, 0.9, 0.1, 100
 WIDTH, HEAD_GAIN = 64, 4.0  # part 4 measures why: the frozen random head sets the logits' temperature
@@ -245,29 +247,25 @@ PART4 = {  # name -> (width, head_gain, apply the recipe)
 
 
 def part4(key: tuple) -> tuple[str, dict]:
-    """Step decay only (wd 5e-4, float32): what the recipe costs and why the demo's head gain is 4."""
+    """Step decay only (wd 5e-4, float32): what the recipe costs and why the demo's head gain is 4. One run of
+    the shared loop (:func:`lrpilot.bench.loop.train`, MNIST-1D batches of 100); ``test_acc`` is its last
+    record's ``test_metric``."""
     _, name, seed, epochs = key
     torch.set_num_threads(1)
     width, gain, recipe = PART4[name]
-    x, y, x_test, y_test = mnist1d_data()
-    torch.manual_seed(seed)
-    model = mnist1d_bn_cnn(1e-5, width, gain)
-    if recipe:
-        make_scale_invariant(model)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM,
-                          weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, [round(0.5 * epochs) * STEPS_PER_EPOCH, round(0.75 * epochs) * STEPS_PER_EPOCH], GAMMA)
-    order = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=order).split(BATCH):
-            train_step({"model": model, "opt": opt, "sched": sched}, x[idx], y[idx])
-    model.eval()
-    with torch.no_grad():
-        acc = float((model(x_test).argmax(1) == y_test).float().mean())
-    return json.dumps(list(key)), {"part": 4, "name": name, "seed": seed, "epochs": epochs, "test_acc": acc,
-                                   "seconds": time.perf_counter() - t0}
+
+    def step_decay(model: nn.Module) -> Built:
+        if recipe:
+            make_scale_invariant(model)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM,
+                              weight_decay=5e-4)
+        milestones = [round(0.5 * epochs) * STEPS_PER_EPOCH, round(0.75 * epochs) * STEPS_PER_EPOCH]
+        return Built(opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, GAMMA), "step")
+
+    run = train(TASKS["mnist1d-cnn"], step_decay, epochs, seed, model=lambda: mnist1d_bn_cnn(1e-5, width, gain),
+                stop_on_divergence=False)
+    return json.dumps(list(key)), {"part": 4, "name": name, "seed": seed, "epochs": epochs, **run.result,
+                                   "test_acc": run.result["records"][-1]["test_metric"]}
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -445,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         for fut in futures:
             key, res = fut.result()
             results[key] = res
-            cache.write_text(json.dumps(results))
+            write_json(cache, results)
             if res["part"] in (3, 5):
                 accs = {v: round(100 * r[-1]["test_acc"], 2) for v, r in res["records"].items()}
                 print(f"part {res['part']} wd {res['wd']} seed {res['seed']}: final test acc {accs} "

@@ -13,7 +13,6 @@ the parameters' bytes. Writes ``overhead.md`` and ``overhead.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrpilot.bench.loop import one_thread, write_json
 from lrpilot.bench.methods import get_method
 from lrpilot.bench.overhead import step_time_ratio
 
@@ -102,28 +102,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    with one_thread():
+        rows, seconds = measure(args.sizes, args.steps_per_epoch, args.device)
+    write_report(rows, seconds, args.steps_per_epoch, args.device, args.out)
+
+
+def measure(sizes: list[float], steps_per_epoch: int, device: str) -> tuple[list[dict[str, Any]], float]:
+    """One row per (size, pair): step-time ratio and extra memory; and the seconds it took."""
     t0 = time.perf_counter()
     rows = []
-    for size in args.sizes:
+    for size in sizes:
         torch.manual_seed(0)
         model = mlp(size)
         n = sum(p.numel() for p in model.parameters())
         batch = (torch.randn(64, 256), torch.randint(0, 10, (64,)))
         for method, reference in PAIRS:
             timing = step_time_ratio("", method, reference, model=model, batch=batch,
-                                     steps_per_epoch=args.steps_per_epoch, device=args.device)
-            memory = extra_memory(model, method, reference, batch, min(args.steps_per_epoch, 20))
+                                     steps_per_epoch=steps_per_epoch, device=device)
+            memory = extra_memory(model, method, reference, batch, min(steps_per_epoch, 20))
             rows.append({"params": n, "method": method, "reference": reference, **timing, **memory})
             print(f"{n:>10,d} params {method:15s} step x{timing['ratio']:.2f} "
                   f"({1e3 * timing['method_seconds']:.2f} vs {1e3 * timing['reference_seconds']:.2f} ms), "
                   f"state {memory['state_x_params']:.2f} vs {memory['reference_state_x_params']:.2f} x params",
                   flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "overhead.json").write_text(json.dumps(rows, indent=1))
+    return rows, time.perf_counter() - t0
+
+
+def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: int, device: str, out: Path) -> None:
+    """``overhead.json`` (the rows) and ``overhead.md`` (their table) under ``out``."""
+    write_json(out / "overhead.json", rows, indent=1)
     lines = [f"# Overhead of lrpilot's methods vs the plain optimizer (measured by benchmarks/overhead.py, "
-             f"{time.perf_counter() - t0:.0f} s, device {args.device}, 1 thread; per-epoch work amortised over "
-             f"{args.steps_per_epoch} steps)\n",
+             f"{seconds:.0f} s, device {device}, 1 thread; per-epoch work amortised over "
+             f"{steps_per_epoch} steps)\n",
              "Step = `optimizer.step()` + scheduler; both stepped alternately on one batch of 64, medians. State = "
              "bytes of tensors held by the optimizer state and the scheduler, as a multiple of the parameters' "
              "bytes (gradients and parameters excluded).\n",
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {r['params']:,d} | {r['method']} | {r['reference']} | {r['ratio']:.2f} | "
                      f"{1e3 * r['method_seconds']:.3f} / {1e3 * r['reference_seconds']:.3f} | "
                      f"{r['state_x_params']:.2f} / {r['reference_state_x_params']:.2f} | {r['extra_x_params']:.2f} |")
-    (args.out / "overhead.md").write_text("\n".join(lines) + "\n")
+    (out / "overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

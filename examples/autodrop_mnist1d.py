@@ -3,19 +3,20 @@
     pip install 'lrpilot[bench]'      # mnist1d builds the data set locally; nothing is downloaded
     python examples/autodrop_mnist1d.py [--epochs 60] [--lr 0.1] [--mode trend|code|uai] [--seed 0]
 
-No tuning: the LR starts at --lr and AutoDrop decides when to drop it.
+No tuning: the LR starts at --lr and AutoDrop decides when to drop it. Trains with the loop ``lrpilot bench``
+uses (:func:`lrpilot.bench.loop.train`); each record as in ``lrpilot bench``'s results.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 from lrpilot import AutoDrop
+from lrpilot.bench.loop import train
+from lrpilot.bench.methods import Built
 from lrpilot.bench.tasks import TASKS
-from lrpilot.bench.train import train
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -28,25 +29,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    def sgd_autodrop(model: torch.nn.Module) -> Built:
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+        return Built(optimizer, AutoDrop(optimizer, mode=args.mode), "epoch")  # stepped once per epoch
 
-    def show(r: dict) -> None:
-        omega = "      -" if math.isnan(r["omega"]) else f"{r['omega']:7.2f}"
-        print(f"{r['epoch']:5d}  {r['lr']:9.2e}  {omega}  {r['train_loss']:10.4f}  {r['test_acc']:8.4f}", flush=True)
-
-    schedulers: list[AutoDrop] = []
-
-    def make_scheduler(optimizer: torch.optim.Optimizer) -> AutoDrop:
-        schedulers.append(AutoDrop(optimizer, mode=args.mode))
-        return schedulers[-1]
+    def show(r: dict, built: Built) -> None:
+        omega = "      -" if r["omega"] is None else f"{r['omega']:7.2f}"
+        print(f"{r['epoch']:5d}  {r['lr']:9.2e}  {omega}  {r['train_loss']:10.4f}  {r['test_metric']:8.4f}",
+              flush=True)
 
     print(f"{args.task}, SGD(lr={args.lr}, momentum=0.9, weight_decay=5e-4) + AutoDrop(mode={args.mode!r})")
     print("epoch         lr    omega  train_loss  test_acc")
-    records = train(TASKS[args.task], make_optimizer, make_scheduler, args.epochs, args.seed, on_epoch=show)
-    scheduler = schedulers[0]
+    run = train(TASKS[args.task], sgd_autodrop, args.epochs, args.seed, on_epoch=show)
+    records, scheduler = run.result["records"], run.built.scheduler
     print(f"drops at epochs {scheduler.drop_epochs}; final LR {scheduler.get_last_lr()[0]:.2e}; "
-          f"final test accuracy {records[-1]['test_acc']:.4f}")
+          f"final test accuracy {records[-1]['test_metric']:.4f}")
     for event in scheduler.drops:
         print(f"  epoch {event.epoch:3d}: lr {event.old_lrs[0]:.2e} -> {event.new_lrs[0]:.2e} "
               f"(omega {event.omega:.1f} deg)")

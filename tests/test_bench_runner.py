@@ -15,12 +15,14 @@ import torch
 from torch import nn
 
 from lrpilot.bench import runner
-from lrpilot.bench.methods import METHODS, Built, effective_lr, get_method
+from lrpilot.bench.loop import RECORD_FIELDS, train, upgrade_record, write_json
+from lrpilot.bench.methods import METHODS, Built, get_method
 from lrpilot.bench.overhead import measure_overheads
 from lrpilot.bench.report import write_report
 from lrpilot.bench.runner import Job, load_results, make_jobs, result_path, run_job, run_jobs
 from lrpilot.bench.tasks import TASKS, ClassificationTask
 from lrpilot.cli import main
+from lrpilot.telemetry import effective_lrs
 
 
 def _tiny_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,7 +70,7 @@ def test_every_method_trains_the_tiny_task_and_records_each_epoch(tiny: str, nam
     result = run_job(Job(tiny, name, METHODS[name].default_lr, 0, 4))
     assert [r["epoch"] for r in result["records"]] == [1, 2, 3, 4]
     for rec in result["records"]:
-        assert set(rec) >= {"train_loss", "test_metric", "lr", "effective_lr", "seconds", "step_seconds", "omega"}
+        assert tuple(rec) == RECORD_FIELDS
         assert rec["effective_lr"] >= 0  # cosine reaches 0 at the end
     assert result["records"][0]["effective_lr"] > 0
     losses = [r["train_loss"] for r in result["records"]]
@@ -102,11 +104,51 @@ def test_divergence_is_recorded_and_stops_the_run(tiny: str) -> None:
     assert not math.isfinite(result["records"][-1]["train_loss"])
 
 
-def test_effective_lr_reads_each_optimizer_family() -> None:
+def test_the_recorded_effective_lr_is_the_telemetry_reading_of_each_optimizer_family() -> None:
+    """The bench reads the effective LR through :func:`lrpilot.telemetry.effective_lrs` (first group's mean)."""
     model = nn.Linear(3, 2)
-    assert effective_lr(torch.optim.SGD(model.parameters(), lr=0.3)) == pytest.approx(0.3)
+    assert effective_lrs(torch.optim.SGD(model.parameters(), lr=0.3))[0].mean == pytest.approx(0.3)
     built = get_method("active-adamw").build(model, 0.01, 5, 2)
-    assert isinstance(built, Built) and effective_lr(built.optimizer) == pytest.approx(0.01)
+    assert isinstance(built, Built) and effective_lrs(built.optimizer)[0].mean == pytest.approx(0.01)
+
+
+def test_without_stop_on_divergence_the_loop_trains_every_epoch_and_marks_the_run(tiny: str) -> None:
+    """The studies keep training a diverged run (their tables count it); the run is still marked ``diverged``."""
+    run = train(TASKS[tiny], lambda m: Built(torch.optim.SGD(m.parameters(), lr=1e9)), 5, stop_on_divergence=False)
+    assert run.result["diverged"] and len(run.result["records"]) == 5
+
+
+def test_the_loop_measures_omega_only_in_the_epochs_autodrop_measured_one(tiny: str) -> None:
+    """``omega`` is the scheduler's ``autodrop/omega`` of this epoch, None before AutoDrop's first angle."""
+    def build(model: nn.Module) -> Built:
+        from lrpilot import AutoDrop
+
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        return Built(opt, AutoDrop(opt), "epoch")
+
+    run = train(TASKS[tiny], build, 4)
+    omegas = [r["omega"] for r in run.result["records"]]
+    assert omegas[:2] == [None, None] and all(0 <= w <= 180 for w in omegas[2:])
+    assert [w for _, w in run.result["omega_history"]] == omegas[2:]
+
+
+def test_former_study_records_are_read_in_the_bench_format() -> None:
+    """``bench/train.py``'s records (``test_acc``, omega NaN when not measured) become ``test_metric``/None."""
+    old = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "test_loss": 1.1, "test_acc": 0.5, "seconds": 1.0,
+           "omega": math.nan}
+    new = upgrade_record(old)
+    assert new["test_metric"] == 0.5 and "test_acc" not in new and new["omega"] is None
+    assert upgrade_record(dict(new)) == new
+    assert upgrade_record({**old, "omega": 3.0})["omega"] == 3.0
+
+
+def test_json_is_written_atomically_and_leaves_no_temp_file(tmp_path) -> None:
+    """``write_json`` replaces the file in one step (temp file + ``os.replace``), creating the directory."""
+    path = tmp_path / "a" / "b.json"
+    write_json(path, {"x": 1})
+    write_json(path, {"x": 2})
+    assert json.loads(path.read_text()) == {"x": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["b.json"]
 
 
 def test_runs_are_cached_resumed_and_deterministic(tiny: str, tmp_path) -> None:

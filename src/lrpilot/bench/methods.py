@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-__all__ = ["METHODS", "Built", "Method", "effective_lr", "get_method", "register"]
+__all__ = ["METHODS", "Built", "Method", "get_method", "register"]
 
 Interval = Literal["step", "epoch", "plateau"]
 
@@ -176,20 +176,6 @@ def _texp(model: nn.Module, lr: float, spe: int, epochs: int) -> Built:
     sched = TEXP(opt, lr, SGD_WD, SGD_MOMENTUM, milestones, 0.1, renorm_every=spe,
                  norm_layers=report.scaled_norm_layers.values())
     return Built(opt, sched, "step")
-
-
-def effective_lr(optimizer: Optimizer) -> float:
-    """The step size the optimizer actually uses in its first param group, as far as it exposes one:
-    ActiveLR's ``lr x mean multiplier``, Prodigy's and D-Adaptation's ``d x lr``, schedule-free's
-    warmed-up ``scheduled_lr``, otherwise the group's ``lr``."""
-    if hasattr(optimizer, "effective_lr"):
-        return float(optimizer.effective_lr()[0].mean)
-    group = optimizer.param_groups[0]
-    if "d" in group:
-        return float(group["d"]) * float(group["lr"])
-    if "scheduled_lr" in group:
-        return float(group["scheduled_lr"])
-    return float(group["lr"])
 
 
 # ------------------------------------------------------------------------------------------- the registry

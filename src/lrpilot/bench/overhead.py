@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .loop import one_thread, write_json
+from .loop import timed_step as loop_timed_step
 from .methods import Built, get_method
 from .tasks import TASKS
 
@@ -29,24 +31,20 @@ __all__ = ["measure_overheads", "step_time_ratio", "timed_step"]
 
 
 def timed_step(built: Built, step: int, steps_per_epoch: int, device: torch.device) -> tuple[float, float | None]:
-    """Seconds of one optimizer step of ``built`` with its per-step scheduler step, and (at the end of an epoch,
-    ``step % steps_per_epoch == 0``; else None) seconds of its per-epoch scheduler step; ``step`` counts from 1."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda d=None: None)
-    sync(device)
-    t0 = time.perf_counter()
-    built.optimizer.step()
-    if built.interval == "step":
-        built.scheduler.step()
-    sync(device)
-    t1 = time.perf_counter()
+    """Seconds of one optimizer step of ``built`` with its per-step scheduler step (:func:`lrpilot.bench.loop.
+    timed_step`, as the training loop times it), and (at the end of an epoch, ``step % steps_per_epoch == 0``;
+    else None) seconds of its per-epoch scheduler step; ``step`` counts from 1."""
+    seconds = loop_timed_step(built, device)
     if step % steps_per_epoch or built.interval not in ("plateau", "epoch"):
-        return t1 - t0, None
+        return seconds, None
+    t0 = time.perf_counter()
     if built.interval == "plateau":
         built.scheduler.step(1.0)
     else:
         built.scheduler.step()
-    sync(device)
-    return t1 - t0, time.perf_counter() - t1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return seconds, time.perf_counter() - t0
 
 
 def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int = 60, lr: float | None = None,
@@ -98,9 +96,7 @@ def measure_overheads(pairs: list[tuple[str, str]], out: Path, device: str = "cp
     """:func:`step_time_ratio` of each (task, method) against the method's reference (methods without one are
     skipped), in this process with 1 thread, cached as ``out/overhead/<task>__<method>.json``."""
     ratios = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         for task, method in pairs:
             reference = get_method(method).reference
             if reference is None:
@@ -111,9 +107,6 @@ def measure_overheads(pairs: list[tuple[str, str]], out: Path, device: str = "cp
                 continue
             result = {"task": task, "method": method, "reference": reference, "device": device,
                       **step_time_ratio(task, method, reference, device=device)}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result))
+            write_json(path, result)
             ratios[(task, method)] = result["ratio"]
-    finally:
-        torch.set_num_threads(threads)
     return ratios

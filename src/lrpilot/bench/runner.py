@@ -1,14 +1,15 @@
 """Run benchmark jobs, one JSON file per (task, method, lr, seed, epochs), so an interrupted run resumes.
 
-A :class:`Job` is one training run. :func:`run_job` trains it with its own loop (the scheduler stepped per
-step, per epoch or on the train loss, as its :class:`~lrpilot.bench.methods.Built` says; schedule-free
-optimizers switched to ``train()``/``eval()`` around evaluation) and returns a result dict: per epoch the
-train loss, test loss and the task's test metric (``test_metric``: accuracy, or validation loss for
-language modelling), the LR of the first param group and the effective LR
-(:func:`~lrpilot.bench.methods.effective_lr`), wall seconds since the start and the seconds spent in
-``optimizer.step()`` + the per-step scheduler step; AutoDrop runs also the angular velocity ω per epoch, the
-ω history and the drop epochs. :func:`run_jobs` runs what is missing from a results directory, in up to
-``jobs`` processes (1 thread each), and prints a progress line with an ETA.
+A :class:`Job` is one training run. :func:`run_job` trains it with the project's one training loop,
+:func:`lrpilot.bench.loop.train` (the scheduler stepped per step, per epoch or on the train loss, as its
+:class:`~lrpilot.bench.methods.Built` says; schedule-free optimizers switched to ``train()``/``eval()`` around
+evaluation) and returns a result dict: the job's fields, then per epoch the train loss, test loss and the
+task's test metric (``test_metric``: accuracy, or validation loss for language modelling), the LR of the first
+param group and the effective LR (:func:`lrpilot.telemetry.effective_lrs`), wall seconds since the start and
+the seconds spent in ``optimizer.step()`` + the per-step scheduler step; AutoDrop runs also the angular
+velocity ω per epoch (None when not measured), the ω history and the drop epochs. :func:`run_jobs` runs
+what is missing from a results directory, in up to ``jobs`` processes (1 thread each), and prints a progress
+line with an ETA.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import re
 import sys
 import time
@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from .methods import METHODS, effective_lr, get_method
+from .loop import one_thread, train, write_json
+from .methods import METHODS, get_method
 from .tasks import TASKS
 
 __all__ = ["SUITES", "BenchError", "Job", "Suite", "load_results", "make_jobs", "result_path",
@@ -122,74 +123,16 @@ def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epoch
     return jobs
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_job(job: Job, device: str = "cpu") -> dict[str, Any]:
-    """Train ``job`` and return its result (see the module docstring). A run whose train loss becomes
-    non-finite stops there and is marked ``diverged``. Reproducible on CPU for a given seed."""
+    """Train ``job`` with :func:`lrpilot.bench.loop.train` and return its result: the job's fields, then the
+    loop's (see the module docstring). A run whose train loss becomes non-finite stops there and is marked
+    ``diverged``. Reproducible on CPU for a given seed."""
     task = TASKS[job.task]
     method = get_method(job.method)
-    dev = torch.device(device)
-    torch.manual_seed(job.seed)
-    model = task.model().to(dev)
-    steps_per_epoch = task.steps_per_epoch()
-    built = method.build(model, job.lr, steps_per_epoch, job.epochs)
-    opt, sched = built.optimizer, built.scheduler
-    order = torch.Generator().manual_seed(job.seed)
-    records: list[dict[str, Any]] = []
-    step_seconds, steps, diverged = 0.0, 0, False
-    start = time.perf_counter()
-    for epoch in range(1, job.epochs + 1):
-        model.train()
-        if built.schedule_free:
-            opt.train()
-        total = torch.zeros((), device=dev)
-        batches = 0
-        for inputs, targets in task.epoch_batches(order, dev):
-            loss = task.loss(model(inputs), targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            _sync(dev)
-            t0 = time.perf_counter()
-            opt.step()
-            if built.interval == "step":
-                sched.step()
-            _sync(dev)
-            step_seconds += time.perf_counter() - t0
-            steps += 1
-            total += loss.detach()
-            batches += 1
-        train_loss = float(total) / batches
-        lr = float(opt.param_groups[0]["lr"])
-        eff = effective_lr(opt)
-        if not math.isfinite(train_loss):
-            diverged = True
-        elif built.interval == "plateau":
-            sched.step(train_loss)
-        elif built.interval == "epoch":
-            sched.step()
-        if built.schedule_free:
-            opt.eval()
-        test_loss, test_metric = task.evaluate(model, dev)
-        history = getattr(sched, "omega_history", None)
-        omega = history[-1][1] if history and history[-1][0] == epoch else None
-        records.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_metric": test_metric,
-                        "lr": lr, "effective_lr": eff, "omega": omega, "seconds": time.perf_counter() - start,
-                        "step_seconds": step_seconds})
-        if diverged:
-            break
-    result: dict[str, Any] = {**asdict(job), "metric": task.metric, "device": str(dev), "records": records,
-                              "diverged": diverged,
-                              "seconds": time.perf_counter() - start, "steps": steps,
-                              "step_seconds_mean": step_seconds / max(1, steps),
-                              "params": sum(p.numel() for p in model.parameters())}
-    if hasattr(sched, "drop_epochs"):
-        result["drop_epochs"] = list(sched.drop_epochs)
-        result["omega_history"] = [list(h) for h in sched.omega_history]
-    return result
+    spe = task.steps_per_epoch()
+    run = train(task, lambda model: method.build(model, job.lr, spe, job.epochs), job.epochs, job.seed,
+                device=device)
+    return {**asdict(job), **run.result}
 
 
 def _worker(args: tuple[Job, str]) -> dict[str, Any]:
@@ -204,14 +147,6 @@ def load_results(out: Path, jobs: Iterable[Job] | None = None) -> list[dict[str,
     else:
         paths = [p for p in dict.fromkeys(result_path(out, j) for j in jobs) if p.exists()]
     return [json.loads(p.read_text()) for p in paths]
-
-
-def _save(out: Path, job: Job, result: dict[str, Any]) -> None:
-    path = result_path(out, job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)  # atomic: an interrupted write never leaves a half file behind
 
 
 def _fmt_seconds(s: float) -> str:
@@ -247,7 +182,7 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
             progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
                      f"FAILED: {type(err).__name__}: {err}")
             return
-        _save(out, job, result)
+        write_json(result_path(out, job), result)
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (len(todo) - done)
         final = result["records"][-1]["test_metric"] if result["records"] else math.nan
@@ -276,13 +211,9 @@ def _run_all(todo: Sequence[Job], workers: int, device: str,
              finish: Callable[[int, Job, Callable[[], dict[str, Any]]], None]) -> None:
     """Run ``todo`` in this process (``workers`` <= 1) or in a pool, calling ``finish`` as each one ends."""
     if workers <= 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in the worker processes: comparable timings, no oversubscription
-        try:
+        with one_thread():  # as in the worker processes
             for done, job in enumerate(todo, 1):
                 finish(done, job, lambda job=job: run_job(job, device))
-        finally:
-            torch.set_num_threads(threads)
     else:
         # CUDA cannot be used in forked children of a process that touched it: spawn fresh workers for a GPU.
         context = multiprocessing.get_context("spawn") if device.startswith("cuda") else None
