@@ -4,6 +4,7 @@ effective LR, param groups, checkpoints and argument checking (each test runs on
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import math
 import pickle
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from activelr_oracles import drive, drive_quadratic, make_params
 from lrpilot import Active, ActiveAdaBelief, ActiveAdamW, ActiveRAdam, ActiveSGD
 from lrpilot.active import ActiveOptimizer, EffectiveLR, apply_sign_rule_
+from lrpilot.active.sign_rule import ACTIVE_DEFAULTS
 
 FACTORIES = {
     "ActiveSGD": lambda params, **kw: ActiveSGD(params, lr=0.1, momentum=0.9, **kw),
@@ -370,3 +372,24 @@ def test_sign_rule_cannot_underflow_in_half_precision(dtype):
     m = torch.ones(2, dtype=dtype)
     apply_sign_rule_(m, torch.tensor([1e-4, -1e-4], dtype=dtype), torch.tensor([1e-4, 1e-4], dtype=dtype), 0.5, 2.0)
     assert m.tolist() == [3.0, 0.5]
+
+
+SHARED_ARGS = ("lr_low", "lr_high", "max_multiplier", "min_multiplier", "steps_per_epoch", "scale_weight_decay")
+
+
+@pytest.mark.parametrize("cls", [ActiveSGD, ActiveAdamW, ActiveRAdam, ActiveAdaBelief, Active],
+                         ids=lambda c: c.__name__)
+def test_the_shared_arguments_are_documented_once_and_every_class_refers_there(cls):
+    """ActiveOptimizer's docstring describes ActiveLR's own arguments; each class names them and points there,
+    and takes them with the same defaults (Active: all but scale_weight_decay)."""
+    for arg in SHARED_ARGS:
+        assert f"{arg}:" in ActiveOptimizer.__doc__
+    taken = [a for a in SHARED_ARGS if a in inspect.signature(cls).parameters]
+    assert taken == [a for a in SHARED_ARGS if cls is not Active or a != "scale_weight_decay"]
+    doc = cls.__doc__
+    assert "~lrpilot.active.ActiveOptimizer" in doc
+    assert ", ".join(taken) in " ".join(doc.split())
+    params = inspect.signature(cls).parameters
+    assert {k: params[k].default for k in ACTIVE_DEFAULTS} == ACTIVE_DEFAULTS
+    assert params["steps_per_epoch"].default is None
+    assert cls is Active or params["scale_weight_decay"].default is False

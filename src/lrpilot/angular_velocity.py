@@ -194,10 +194,10 @@ class AngularVelocity:
         stats = torch.stack([per_tensor[a:b].sum(0) for a, b in bounds])  # (groups, 3), float64
         if self.sharded:  # the sums over this rank's shard -> the sums over the whole vector
             torch.distributed.all_reduce(stats, op=torch.distributed.ReduceOp.SUM, group=self.process_group)
-        rows = stats.tolist()  # one host sync
+        rows: list[list[float]] = stats.tolist()  # one host sync
         totals = [sum(col) for col in zip(*rows)]
         if self.per_group:
-            self.group_angles = [angle_degrees(*row, self.eps) for row in rows]
+            self.group_angles = [angle_degrees(dot_g, sq_a_g, sq_b_g, self.eps) for dot_g, sq_a_g, sq_b_g in rows]
         dot, sq_a, sq_b = totals
         if not all(math.isfinite(v) for v in totals):
             warnings.warn(
@@ -233,7 +233,7 @@ class AngularVelocity:
         missing = {"num_snapshots", "prev", "disp", "last"} - set(state)
         if missing:
             raise ValueError(f"AngularVelocity state_dict is missing keys {sorted(missing)}")
-        buffers = {}
+        buffers: dict[str, list[Tensor] | None] = {}
         for key in ("prev", "disp"):
             value = state[key]
             if value is None:

@@ -11,12 +11,13 @@ Call ``optimizer.end_epoch()`` once per epoch, or pass ``steps_per_epoch=len(loa
 See ``docs/activelr.md``.
 """
 
-from ._base import ActiveOptimizer, EffectiveLR, apply_sign_rule_
+from ._base import ActiveOptimizer, EffectiveLR
 from .active import Active
 from .adabelief import ActiveAdaBelief
 from .adamw import ActiveAdamW
 from .radam import ActiveRAdam
 from .sgd import ActiveSGD
+from .sign_rule import apply_sign_rule_
 
 __all__ = [
     "Active",

@@ -1,17 +1,7 @@
-"""What the ActiveLR optimizers share: the sign rule, the epoch clock, validation and state handling.
+"""The base class of the ActiveLR optimizers: multipliers, epoch gradient sums, the epoch clock and state handling.
 
-ActiveLR (Wadi, Fredette & Senecal, "Read the Signs", arXiv 2301.10133; spec ``shared/papers/activelr.md``)
-gives every parameter element ``i`` its own learning-rate multiplier ``gai_i`` (initialised to 1) and
-adapts it once per epoch from the sign of the epoch's summed gradient (spec section 1, the code's
-``SetLR`` block):
-
-    cumm_e     = sum over the steps of epoch e of p.grad                        (gradient sum, "cumm")
-    gai_i     <- gai_i * lr_low   if gradOld_i * cumm_i <= 0   (sign flip or exact zero)
-                 gai_i + lr_high  otherwise                    (same sign: additive increase)
-    gradOld   <- cumm_e,  cumm <- 0
-
-from the end of the second epoch on (the first epoch's sum is only stored). Every step then multiplies
-the base optimizer's update elementwise by ``gai``.
+The rule applied at each epoch boundary is :func:`~lrpilot.active.sign_rule.apply_sign_rule_`; the
+functional steps' shared plumbing is in ``_foreach.py``, the argument checks in ``_validation.py``.
 
 Decisions taken here (documented in ``docs/activelr.md`` and tested):
 
@@ -21,12 +11,6 @@ Decisions taken here (documented in ``docs/activelr.md`` and tested):
   a parameter that received no gradient during an epoch is simply left out of that boundary (its
   multiplier, reference sum and first-epoch status are kept), which is what the per-parameter clock of the
   code does when a parameter gets no gradient for a whole epoch, without the drift.
-* **Sign test.** ``sign(gradOld) * sign(cumm) <= 0``: the code's ``gradOld * cumm <= 0`` evaluated on the
-  signs, so that the product cannot underflow to 0 (a spurious "flip") or overflow in float16/bfloat16.
-* **Non-finite sums.** An element whose current or previous epoch sum is NaN or +-inf (a NaN/inf gradient
-  reached it) keeps its multiplier at that boundary. The sums are reset every epoch, so the multiplier
-  resumes adapting after one clean epoch; it can never become NaN. The parameter update itself is not
-  protected (as in every torch optimizer: skip such steps, e.g. with ``torch.amp.GradScaler``).
 * **Zero-filled gradients.** A parameter whose ``grad`` is a tensor received a gradient, even an all-zero one
   (``zero_grad(set_to_none=False)`` leaves zeros on parameters a step did not use): its epoch sum is 0, which
   the paper's rule (``gradOld * cumm <= 0``) counts as a flip, so its multiplier is multiplied by ``lr_low``.
@@ -42,8 +26,6 @@ Decisions taken here (documented in ``docs/activelr.md`` and tested):
 * **Checkpoints.** ``state_dict()["active"]`` stores the optimizer's name and the clock; ``load_state_dict``
   checks class, layout, hyperparameters and the ActiveLR state before anything changes, and keeps the
   constructor's ``steps_per_epoch`` (see :meth:`ActiveOptimizer.load_state_dict`).
-* **Bounds.** ``max_multiplier`` / ``min_multiplier`` clamp the multiplier after each update; both default
-  to ``None`` (unbounded, as in the paper's code). Both must admit the initial value 1.
 """
 
 from __future__ import annotations
@@ -56,150 +38,48 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.optimizer import _default_to_fused_or_foreach
 
-from .._validation import check_number
 from ..telemetry import EffectiveLR
+
+# The "x as x" imports re-export the helpers defined here before the split, for imports written against that.
+from ._foreach import decay_ as decay_
+from ._foreach import foreach_decay_ as foreach_decay_
+from ._foreach import host_lr as host_lr
+from ._foreach import increment_steps as increment_steps
+from ._foreach import resolve_foreach as resolve_foreach
+from ._validation import check_active_args as check_active_args
+from ._validation import check_betas as check_betas
+from ._validation import check_bool as check_bool
+from ._validation import check_foreach_lr as check_foreach_lr
+from ._validation import check_lr as check_lr
+from ._validation import check_number as check_number
+from ._validation import check_steps_per_epoch, describe
+from ._validation import check_unsupported as check_unsupported
+from .sign_rule import ACTIVE_DEFAULTS, apply_sign_rule_
 
 __all__ = ["ACTIVE_DEFAULTS", "ActiveOptimizer", "EffectiveLR", "apply_sign_rule_"]
 
-#: ActiveLR's own hyperparameters and their defaults (spec section 3: every logged experiment of the paper
-#: used lr_high = 2.0 and lr_low = 0.5; the published files' defaults differ).
-ACTIVE_DEFAULTS: dict[str, Any] = {"lr_low": 0.5, "lr_high": 2.0, "max_multiplier": None, "min_multiplier": None}
 
-
-# ---------------------------------------------------------------------------------------------- validation
-def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-
-
-def check_lr(lr: Any) -> None:
-    """A float >= 0 or a 1-element tensor >= 0 (as ``torch.optim``)."""
-    if isinstance(lr, Tensor):
-        if lr.numel() != 1:
-            raise ValueError(f"lr as a Tensor must have 1 element, got shape {tuple(lr.shape)}")
-        if not lr.is_floating_point():
-            raise ValueError(f"lr as a Tensor must be floating point, got dtype {lr.dtype}")
-        value = float(lr.detach().cpu())  # construction time only, not the hot path
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"lr must be finite and >= 0, got {lr!r}")
-        return
-    check_number("lr", lr, low=0.0)
-
-
-def check_betas(betas: Any) -> None:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair of floats, got {betas!r}")
-    for i, beta in enumerate(betas):
-        if isinstance(beta, Tensor):
-            raise ValueError(f"betas[{i}] must be a float (Tensor betas are not supported), got {beta!r}")
-        check_number(f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True)
-
-
-def check_unsupported(differentiable: Any, fused: Any) -> None:
-    if differentiable is not False:
-        raise ValueError(f"differentiable={differentiable!r} is not supported by the ActiveLR optimizers")
-    if fused not in (None, False):
-        raise ValueError(f"fused={fused!r} is not supported: no fused kernel applies the per-element multiplier")
-
-
-def check_foreach_lr(foreach: Any, capturable: bool, lr: Any) -> None:
-    if foreach not in (None, True, False):
-        raise TypeError(f"foreach must be None or a bool, got {foreach!r}")
-    if foreach and isinstance(lr, Tensor) and not capturable:
-        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True (as in torch.optim)")
-
-
-def check_active_args(group: dict[str, Any]) -> None:
-    """Validate ``lr_low``, ``lr_high``, ``max_multiplier``, ``min_multiplier`` of a param group."""
-    check_number("lr_low", group["lr_low"], low=0.0, high=1.0)
-    check_number("lr_high", group["lr_high"], low=0.0)
-    hi, lo = group["max_multiplier"], group["min_multiplier"]
-    if hi is not None:
-        check_number("max_multiplier", hi, low=1.0)
-    if lo is not None:
-        check_number("min_multiplier", lo, low=0.0, high=1.0)
-
-
-def check_steps_per_epoch(steps_per_epoch: Any) -> None:
-    if steps_per_epoch is not None:
-        check_number("steps_per_epoch", steps_per_epoch, low=1, integer=True)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
-# ---------------------------------------------------------------------------------------------- the sign rule
-@torch.no_grad()
-def apply_sign_rule_(multiplier: Tensor, prev_sum: Tensor, cur_sum: Tensor, lr_low: float, lr_high: float,
-                     min_multiplier: float | None = None, max_multiplier: float | None = None) -> None:
-    """The ActiveLR update of one tensor of multipliers, in place (spec section 1, the code's ``SetLR``).
-
-    ``gai <- where(gradOld * cumm <= 0, gai * lr_low, gai + lr_high)``, evaluated on signs; elements whose
-    ``prev_sum`` or ``cur_sum`` is not finite keep their multiplier; then the optional clamp.
-    """
-    flip = torch.sign(prev_sum) * torch.sign(cur_sum) <= 0
-    new = torch.where(flip, multiplier * lr_low, multiplier + lr_high)
-    finite = torch.isfinite(prev_sum) & torch.isfinite(cur_sum)
-    new = torch.where(finite, new, multiplier)
-    if min_multiplier is not None or max_multiplier is not None:
-        new.clamp_(min=min_multiplier, max=max_multiplier)
-    multiplier.copy_(new)  # in place: a captured step keeps pointing at the same tensor
-
-
-def resolve_foreach(foreach: bool | None, params: list[Tensor], lr: Any, capturable: bool) -> bool:
-    """torch's default: the foreach path when every tensor is on a device with fast foreach kernels (CUDA)."""
-    if foreach is not None:
-        return foreach
-    if isinstance(lr, Tensor) and not capturable:
-        return False
-    _, use_foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
-    return use_foreach
-
-
-def increment_steps(steps: list[Tensor]) -> None:
-    """``step += 1`` for a list of step tensors (torch's trick to stay on the fast path for CPU steps)."""
-    if steps and steps[0].is_cpu:
-        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-    else:
-        torch._foreach_add_(steps, 1)
-
-
-def decay_(param: Tensor, multiplier: Tensor, factor: float | Tensor, scale: bool) -> None:
-    """Decoupled weight decay of one tensor: ``p *= 1 - factor * (gai if scale else 1)`` (spec section 2)."""
-    if scale:
-        if isinstance(factor, Tensor):
-            param.addcmul_(param, multiplier * factor, value=-1.0)
-        else:
-            param.addcmul_(param, multiplier, value=-factor)
-    else:
-        param.mul_(1 - factor)
-
-
-def foreach_decay_(params: list[Tensor], multipliers: list[Tensor], factor: float | Tensor, scale: bool) -> None:
-    """:func:`decay_` over a list of tensors with ``torch._foreach_*``."""
-    if scale:
-        if isinstance(factor, Tensor):
-            scaled = torch._foreach_mul(multipliers, factor)
-            torch._foreach_addcmul_(params, params, scaled, value=-1.0)
-        else:
-            torch._foreach_addcmul_(params, params, multipliers, value=-factor)
-    else:
-        torch._foreach_mul_(params, 1 - factor)
-
-
-def host_lr(lr: float | Tensor) -> float:
-    """A tensor lr used outside capturable mode is read once per group and step (as torch's for-loop path)."""
-    return float(lr) if isinstance(lr, Tensor) else lr
-
-
-# ---------------------------------------------------------------------------------------------- base class
 class ActiveOptimizer(Optimizer):
     """Base of the ActiveLR optimizers: multipliers, epoch gradient sums, the epoch clock and state handling.
+
+    ActiveLR arguments (the same in :class:`~lrpilot.active.sgd.ActiveSGD`,
+    :class:`~lrpilot.active.adamw.ActiveAdamW`, :class:`~lrpilot.active.radam.ActiveRAdam`,
+    :class:`~lrpilot.active.adabelief.ActiveAdaBelief` and :class:`~lrpilot.active.active.Active`, which refer
+    here; all keyword-only; every one but ``steps_per_epoch`` may differ per param group):
+
+    Args:
+        lr_low: multiplicative decrease of a multiplier whose epoch gradient sum changed sign or is exactly
+            zero, in [0, 1] (0.5, every logged experiment of the paper).
+        lr_high: additive increase of a multiplier whose epoch gradient sum kept its sign, >= 0 (2.0).
+        max_multiplier: upper bound of the multiplier, >= 1 (None: unbounded, as in the paper).
+        min_multiplier: lower bound of the multiplier, in [0, 1] (None: unbounded, as in the paper).
+        steps_per_epoch: call :meth:`end_epoch` automatically after every that many ``step()`` calls (for
+            loops that never call it); None: call ``end_epoch()`` yourself once per epoch.
+        scale_weight_decay: multiply the decoupled weight decay by the multiplier too,
+            ``p *= 1 - lr * wd * gai`` (False: ``p *= 1 - lr * wd``, the paper's second code; its first code,
+            for AdamW and RAdam, scaled it). Not an argument of ``Active``, whose inner optimizer's decay is
+            part of the scaled displacement.
 
     Subclasses implement ``_step_group(group, params)`` (the base optimizer's update with the multiplier
     applied, including the gradient accumulation ``cumm += p.grad``) and ``_validate_group(group)``.
@@ -248,7 +128,7 @@ class ActiveOptimizer(Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not self._supports_sparse:
                 for p in params:
-                    if p.grad.is_sparse:  # type: ignore[union-attr]
+                    if p.grad.is_sparse:
                         pi = next(i for i, q in enumerate(group["params"]) if q is p)
                         raise RuntimeError(
                             f"{type(self).__name__} does not support sparse gradients (param group {gi}, parameter "
@@ -265,7 +145,7 @@ class ActiveOptimizer(Optimizer):
         self._count_steps(params, states)
         return states, [s[mult_key] for s in states], [s[sum_key] for s in states]
 
-    @torch._dynamo.disable
+    @torch.compiler.disable
     def _count_steps(self, params: list[Tensor], states: list[dict[str, Any]]) -> None:
         """Create missing ActiveLR state and count the step in each parameter's epoch counter. Python-int
         bookkeeping, kept out of ``torch.compile`` graphs so that a compiled ``step()`` is not recompiled
@@ -295,7 +175,7 @@ class ActiveOptimizer(Optimizer):
         self._tick()
         return loss
 
-    @torch._dynamo.disable
+    @torch.compiler.disable
     def _tick(self) -> None:
         """Count the step; close the epoch after ``steps_per_epoch`` (eager: see :meth:`_count_steps`)."""
         self._steps_in_epoch += 1
@@ -497,7 +377,7 @@ class ActiveOptimizer(Optimizer):
                     continue
                 elif not isinstance(value, Tensor) or value.shape != p.shape:
                     raise ValueError(f"state_dict {key!r} of {label} must be a tensor of shape {tuple(p.shape)}, "
-                                     f"got {_describe(value)}")
+                                     f"got {describe(value)}")
         present = [k for k in active if k in state]
         if not present and self._BASE_STATE_KEYS is None:
             dedicated = {ActiveOptimizer._MULT, ActiveOptimizer._SUM, ActiveOptimizer._COUNT}
@@ -511,7 +391,7 @@ class ActiveOptimizer(Optimizer):
         for key in (self._MULT, self._SUM, self._PREV):
             if key in state and (not isinstance(state[key], Tensor) or state[key].shape != p.shape):
                 raise ValueError(f"state_dict {key!r} of {label} must be a tensor of shape {tuple(p.shape)}, "
-                                 f"got {_describe(state[key])}")
+                                 f"got {describe(state[key])}")
         mult = state[self._MULT].detach()
         if not bool(torch.isfinite(mult).all()) or bool((mult < 0).any()):  # load time only, not the hot path
             bad = mult[~torch.isfinite(mult) | (mult < 0)].flatten()[:3].tolist()

@@ -7,7 +7,7 @@ the displacement the inner optimizer produces:
     cumm += p.grad                      (before the inner step: the raw gradient, as the dedicated classes)
     p_old = p;  inner.step();  p = p_old + gai * (p - p_old)        ("p -= lr * gai * update")
 
-and the sign rule (:func:`~lrpilot.active._base.apply_sign_rule_`) runs at :meth:`Active.end_epoch` as in
+and the sign rule (:func:`~lrpilot.active.sign_rule.apply_sign_rule_`) runs at :meth:`Active.end_epoch` as in
 the dedicated classes. For plain SGD, momentum SGD and Adam this is exactly the dedicated update, because
 their displacement is ``-lr * update``; any decoupled weight decay the inner optimizer applies is part of
 the displacement and so is scaled by ``gai`` (``scale_weight_decay=True`` of the dedicated classes).
@@ -28,7 +28,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._base import ACTIVE_DEFAULTS, ActiveOptimizer, check_active_args, check_steps_per_epoch
+from ._base import ActiveOptimizer
+from ._validation import check_active_args, check_steps_per_epoch
+from .sign_rule import ACTIVE_DEFAULTS
 
 __all__ = ["Active"]
 
@@ -39,9 +41,9 @@ class Active(ActiveOptimizer):
     Args:
         optimizer: the inner optimizer (not an ActiveLR optimizer, not one whose ``step`` needs to
             re-evaluate a closure such as LBFGS).
-        lr_low, lr_high, max_multiplier, min_multiplier: as in :class:`~lrpilot.active.sgd.ActiveSGD`;
-            per-group values may also be set as keys of the inner optimizer's param groups.
-        steps_per_epoch: call :meth:`end_epoch` automatically after every that many ``step()`` calls.
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch: ActiveLR's own arguments, the same
+            in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`. Per-group values may
+            also be set as keys of the inner optimizer's param groups.
 
     ``step(closure)`` evaluates the closure once (with gradients enabled) and then steps the inner
     optimizer without it. Sparse gradients are accepted if the inner optimizer accepts them.
@@ -126,7 +128,7 @@ class Active(ActiveOptimizer):
         self._tick()
         return loss if closure is not None else inner_loss
 
-    @torch._dynamo.disable
+    @torch.compiler.disable
     def _collect(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[tuple[Tensor, Tensor]]]:
         """The parameters with a gradient: those with ActiveLR state (their step counted, sparse gradients
         added to their sums here), their multipliers, dense gradients and sums, and the new ones with their
@@ -157,7 +159,7 @@ class Active(ActiveOptimizer):
                     new.append((p, first.add_(grad)))
         return stepped, mults, dense_grads, dense_sums, new
 
-    @torch._dynamo.disable
+    @torch.compiler.disable
     def _create_state(self, new: list[tuple[Tensor, Tensor]]) -> None:
         """ActiveLR state of parameters stepped for the first time: multiplier 1, the gradient sum, count 1."""
         for p, grad_sum in new:

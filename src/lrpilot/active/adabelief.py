@@ -30,25 +30,12 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.optimizer import _get_value
 
-from ._base import (
-    ACTIVE_DEFAULTS,
-    ActiveOptimizer,
-    check_betas,
-    check_bool,
-    check_foreach_lr,
-    check_lr,
-    check_number,
-    check_unsupported,
-    decay_,
-    foreach_decay_,
-    host_lr,
-    increment_steps,
-    resolve_foreach,
-)
-from .adamw import new_step_tensor
+from .._torch_compat import group_tensors_by_device_and_dtype, step_value
+from ._base import ActiveOptimizer
+from ._foreach import decay_, foreach_decay_, host_lr, increment_steps, new_step_tensor, resolve_foreach
+from ._validation import check_betas, check_bool, check_foreach_lr, check_lr, check_number, check_unsupported
+from .sign_rule import ACTIVE_DEFAULTS
 
 __all__ = ["ActiveAdaBelief", "active_adabelief", "active_adabelief_reference"]
 
@@ -95,8 +82,9 @@ class ActiveAdaBelief(ActiveOptimizer):
         maximize, foreach, capturable: as in the torch optimizers (see
             :class:`~lrpilot.active.adamw.ActiveAdamW`).
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low, lr_high, scale_weight_decay, max_multiplier, min_multiplier, steps_per_epoch: see
-            :class:`~lrpilot.active.sgd.ActiveSGD` (``scale_weight_decay`` applies to decoupled decay).
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
+            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`
+            (``scale_weight_decay`` applies to decoupled decay).
     """
 
     _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_var", "max_exp_avg_var"})
@@ -158,7 +146,7 @@ class ActiveAdaBelief(ActiveOptimizer):
                     state["max_exp_avg_var"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         beta1, beta2 = group["betas"]
         active_adabelief(
-            params, [p.grad for p in params], [s["exp_avg"] for s in states],
+            params, cast(list[Tensor], [p.grad for p in params]), [s["exp_avg"] for s in states],
             [s["exp_avg_var"] for s in states], [s["max_exp_avg_var"] for s in states] if amsgrad else [],
             [s["step"] for s in states], mults, sums,
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
@@ -254,7 +242,7 @@ def active_adabelief_reference(
             denom = (second.sqrt() / (1 - beta2**step_t).sqrt()).add_(eps)
             param.addcmul_(exp_avg * gai, adaptive / denom + plain, value=-1.0)
         else:
-            step = _get_value(step_t)
+            step = step_value(step_t)
             adaptive_f, plain_f = adabelief_coefficients(step, cast(float, lr), beta1, beta2, rectify)
             if adaptive_f:
                 denom = (second.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
@@ -290,7 +278,7 @@ def _foreach_active_adabelief(
     lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_vars, state_steps, multipliers, grad_sums]
     if amsgrad:
         lists.append(max_exp_avg_vars)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists)  # type: ignore[arg-type]
+    grouped = group_tensors_by_device_and_dtype(lists)
     for tensors, _ in grouped.values():
         d_params, d_grads, d_exp_avgs, d_exp_avg_vars, d_steps, d_mults, d_sums = (
             cast(list[Tensor], t) for t in tensors[:7]
@@ -337,7 +325,7 @@ def _foreach_active_adabelief(
             torch._foreach_sub_(d_params, numer)
             continue
         lr_f = host_lr(lr)
-        step_values = [_get_value(s) for s in d_steps]
+        step_values = [step_value(s) for s in d_steps]
         torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in step_values])
         torch._foreach_add_(denom, eps)
         coefficients_f = [adabelief_coefficients(t, lr_f, beta1, beta2, rectify) for t in step_values]

@@ -19,33 +19,14 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.optimizer import _get_scalar_dtype, _get_value
 
-from ._base import (
-    ACTIVE_DEFAULTS,
-    ActiveOptimizer,
-    check_betas,
-    check_bool,
-    check_foreach_lr,
-    check_lr,
-    check_number,
-    check_unsupported,
-    decay_,
-    foreach_decay_,
-    host_lr,
-    increment_steps,
-    resolve_foreach,
-)
+from .._torch_compat import group_tensors_by_device_and_dtype, step_value
+from ._base import ActiveOptimizer
+from ._foreach import decay_, foreach_decay_, host_lr, increment_steps, new_step_tensor, resolve_foreach
+from ._validation import check_betas, check_bool, check_foreach_lr, check_lr, check_number, check_unsupported
+from .sign_rule import ACTIVE_DEFAULTS
 
-__all__ = ["ActiveAdamW", "active_adamw", "active_adamw_reference", "new_step_tensor"]
-
-
-def new_step_tensor(p: Tensor, capturable: bool) -> Tensor:
-    """The per-parameter step counter, hosted as torch's Adam does: on the CPU unless ``capturable``."""
-    if capturable:
-        return torch.zeros((), dtype=_get_scalar_dtype(), device=p.device)
-    return torch.tensor(0.0, dtype=_get_scalar_dtype())
+__all__ = ["ActiveAdamW", "active_adamw", "active_adamw_reference"]
 
 
 class ActiveAdamW(ActiveOptimizer):
@@ -58,8 +39,8 @@ class ActiveAdamW(ActiveOptimizer):
             ``capturable=True`` keeps the step counters on the parameters' device and computes the bias
             corrections there (no host reads); it is allowed on any device.
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low, lr_high, scale_weight_decay, max_multiplier, min_multiplier, steps_per_epoch: see
-            :class:`~lrpilot.active.sgd.ActiveSGD`.
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
+            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`.
     """
 
     _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
@@ -116,7 +97,7 @@ class ActiveAdamW(ActiveOptimizer):
                     state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         beta1, beta2 = group["betas"]
         active_adamw(
-            params, [p.grad for p in params], [s["exp_avg"] for s in states],
+            params, cast(list[Tensor], [p.grad for p in params]), [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states], [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
             [s["step"] for s in states], mults, sums,
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
@@ -201,7 +182,7 @@ def active_adamw_reference(
             denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
             param.addcdiv_(exp_avg * gai * (lr / bias_correction1), denom, value=-1.0)
         else:
-            step = _get_value(step_t)
+            step = step_value(step_t)
             step_size = lr / (1 - beta1**step)
             denom = (second.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
             param.addcdiv_(exp_avg * gai, denom, value=-step_size)
@@ -231,7 +212,7 @@ def _foreach_active_adamw(
     lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps, multipliers, grad_sums]
     if amsgrad:
         lists.append(max_exp_avg_sqs)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists)  # type: ignore[arg-type]
+    grouped = group_tensors_by_device_and_dtype(lists)
     for tensors, _ in grouped.values():
         d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps, d_mults, d_sums = (
             cast(list[Tensor], t) for t in tensors[:7]
@@ -267,7 +248,7 @@ def _foreach_active_adamw(
             torch._foreach_addcdiv_(d_params, numer, denom)
         else:
             lr_f = host_lr(lr)
-            step_sizes = [-lr_f / (1 - beta1 ** _get_value(s)) for s in d_steps]
-            torch._foreach_div_(denom, [(1 - beta2 ** _get_value(s)) ** 0.5 for s in d_steps])
+            step_sizes = [-lr_f / (1 - beta1 ** step_value(s)) for s in d_steps]
+            torch._foreach_div_(denom, [(1 - beta2 ** step_value(s)) ** 0.5 for s in d_steps])
             torch._foreach_add_(denom, eps)
             torch._foreach_addcdiv_(d_params, numer, denom, step_sizes)

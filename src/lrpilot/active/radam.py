@@ -26,25 +26,12 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
-from torch.optim.optimizer import _get_value
 
-from ._base import (
-    ACTIVE_DEFAULTS,
-    ActiveOptimizer,
-    check_betas,
-    check_bool,
-    check_foreach_lr,
-    check_lr,
-    check_number,
-    check_unsupported,
-    decay_,
-    foreach_decay_,
-    host_lr,
-    increment_steps,
-    resolve_foreach,
-)
-from .adamw import new_step_tensor
+from .._torch_compat import group_tensors_by_device_and_dtype, step_value
+from ._base import ActiveOptimizer
+from ._foreach import decay_, foreach_decay_, host_lr, increment_steps, new_step_tensor, resolve_foreach
+from ._validation import check_betas, check_bool, check_foreach_lr, check_lr, check_number, check_unsupported
+from .sign_rule import ACTIVE_DEFAULTS
 
 __all__ = ["RECTIFY_THRESHOLD", "ActiveRAdam", "active_radam", "active_radam_reference"]
 
@@ -89,8 +76,9 @@ class ActiveRAdam(ActiveOptimizer):
             official code's decay; False: torch's L2 term ``g + weight_decay * p``.
         lagged_moments: reproduce the official code's one-step moment lag (for reproduction only).
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low, lr_high, scale_weight_decay, max_multiplier, min_multiplier, steps_per_epoch: see
-            :class:`~lrpilot.active.sgd.ActiveSGD` (``scale_weight_decay`` applies to decoupled decay).
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
+            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`
+            (``scale_weight_decay`` applies to decoupled decay).
     """
 
     _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_sq"})
@@ -146,7 +134,7 @@ class ActiveRAdam(ActiveOptimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         beta1, beta2 = group["betas"]
         active_radam(
-            params, [p.grad for p in params], [s["exp_avg"] for s in states],
+            params, cast(list[Tensor], [p.grad for p in params]), [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states], [s["step"] for s in states], mults, sums,
             lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
             decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
@@ -233,7 +221,7 @@ def active_radam_reference(
             scale = adaptive / (v_used.sqrt() + eps) + plain
             param.addcmul_(m_used * gai, scale, value=-1.0)
         else:
-            adaptive_f, plain_f = radam_coefficients(_get_value(step_t), cast(float, lr), beta1, beta2)
+            adaptive_f, plain_f = radam_coefficients(step_value(step_t), cast(float, lr), beta1, beta2)
             if adaptive_f:
                 param.addcdiv_(m_used * gai, v_used.sqrt().add_(eps), value=-adaptive_f)
             else:
@@ -261,8 +249,8 @@ def _foreach_active_radam(
     scale_weight_decay: bool,
 ) -> None:
     """The vectorised ActiveRAdam step (``torch._foreach_*`` per device and dtype)."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, state_steps, multipliers, grad_sums]  # type: ignore[list-item]
+    grouped = group_tensors_by_device_and_dtype(
+        [params, grads, exp_avgs, exp_avg_sqs, state_steps, multipliers, grad_sums]
     )
     for tensors, _ in grouped.values():
         d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps, d_mults, d_sums = (
@@ -299,7 +287,7 @@ def _foreach_active_radam(
             torch._foreach_sub_(d_params, numer)
             continue
         lr_f = host_lr(lr)
-        coefficients_f = [radam_coefficients(_get_value(s), lr_f, beta1, beta2) for s in d_steps]
+        coefficients_f = [radam_coefficients(step_value(s), lr_f, beta1, beta2) for s in d_steps]
         rect = [j for j, (a, _) in enumerate(coefficients_f) if a]
         plain = [j for j, (a, _) in enumerate(coefficients_f) if not a]
         if len(rect) == len(d_params):

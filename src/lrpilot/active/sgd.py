@@ -21,19 +21,12 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from ._base import (
-    ACTIVE_DEFAULTS,
-    ActiveOptimizer,
-    check_bool,
-    check_lr,
-    check_number,
-    check_unsupported,
-    decay_,
-    foreach_decay_,
-    resolve_foreach,
-)
+from .._torch_compat import group_tensors_by_device_and_dtype
+from ._base import ActiveOptimizer
+from ._foreach import decay_, foreach_decay_, resolve_foreach
+from ._validation import check_bool, check_lr, check_number, check_unsupported
+from .sign_rule import ACTIVE_DEFAULTS
 
 __all__ = ["ActiveSGD", "active_sgd", "active_sgd_reference"]
 
@@ -47,14 +40,9 @@ class ActiveSGD(ActiveOptimizer):
             ``p *= 1 - lr * weight_decay``, as in the official ActiveSGD (see ``decoupled_weight_decay``).
             ``lr`` may be a 1-element tensor (used without host reads).
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low: multiplicative decrease of a multiplier whose epoch gradient sum changed sign (0.5).
-        lr_high: additive increase of a multiplier whose epoch gradient sum kept its sign (2.0).
-        scale_weight_decay: multiply the decoupled decay by the multiplier too (False; the paper's first
-            code, for AdamW and RAdam, did).
         decoupled_weight_decay: False gives torch's L2 decay ``g + weight_decay * p`` instead.
-        max_multiplier, min_multiplier: optional bounds of the multiplier (None = unbounded, the paper).
-        steps_per_epoch: call :meth:`end_epoch` automatically after every that many ``step()`` calls
-            (for loops that never call it); None = call ``end_epoch()`` yourself once per epoch.
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
+            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`.
     """
 
     _BASE_STATE_KEYS = frozenset({"momentum_buffer"})
@@ -110,7 +98,7 @@ class ActiveSGD(ActiveOptimizer):
         momentum = group["momentum"]
         bufs: list[Tensor | None] = [s.get("momentum_buffer") for s in states]
         active_sgd(
-            params, [p.grad for p in params], bufs, mults, sums,
+            params, cast(list[Tensor], [p.grad for p in params]), bufs, mults, sums,
             lr=group["lr"], momentum=momentum, dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"], maximize=group["maximize"], scale_weight_decay=group["scale_weight_decay"],
             decoupled_weight_decay=group["decoupled_weight_decay"], foreach=group["foreach"],
@@ -207,8 +195,8 @@ def _foreach_active_sgd(
     decoupled_weight_decay: bool,
 ) -> None:
     """The vectorised ActiveSGD step (``torch._foreach_*`` per device and dtype)."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, momentum_buffers, multipliers, grad_sums], with_indices=True  # type: ignore[list-item]
+    grouped = group_tensors_by_device_and_dtype(
+        [params, grads, momentum_buffers, multipliers, grad_sums], with_indices=True
     )
     for (d_params_, d_grads_, d_bufs_, d_mults_, d_sums_), indices in grouped.values():
         d_params = cast(list[Tensor], d_params_)

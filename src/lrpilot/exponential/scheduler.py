@@ -60,7 +60,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -153,6 +153,9 @@ class _ExponentialScheduler(LRScheduler):
         self._rec = _Recursion(float(lr0), self.weight_decay, self.momentum, mode)
         self._steps_since_call = 0  # optimizer steps since the last step(): the recursion is per optimizer step
         self._warned_rate = False
+        # This scheduler's own count of step() calls (checkpointed): set here, not left to LRScheduler.__init__
+        # (a private attribute of torch's), so that step() can tell the call __init__ makes from the others.
+        self._step_count = 0
         super().__init__(optimizer)  # calls step() once: LR of step 0
         ref = weakref.ref(self)
 
@@ -202,7 +205,7 @@ class _ExponentialScheduler(LRScheduler):
         return _exp2(self._rec.log_lr, 2 * self.scale_exponent)
 
     # ------------------------------------------------------------------ the clock
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+    def step(self, epoch: int | None = None) -> None:
         """Call after every ``optimizer.step()``: sets the LR of the next step (and renormalises when due).
 
         The recursion advances one optimizer step per call, so the stepping rate is checked: a call with no
@@ -284,10 +287,12 @@ class _ExponentialScheduler(LRScheduler):
         eps_factor = self.weight_scale**2
         for layer, eps0 in zip(self.norm_layers, self._norm_eps0):
             if k != 1.0:
-                if getattr(layer, "running_mean", None) is not None:
-                    layer.running_mean.mul_(k)
-                if getattr(layer, "running_var", None) is not None:
-                    layer.running_var.mul_(k * k)
+                running_mean: Tensor | None = getattr(layer, "running_mean", None)
+                running_var: Tensor | None = getattr(layer, "running_var", None)
+                if running_mean is not None:
+                    running_mean.mul_(k)
+                if running_var is not None:
+                    running_var.mul_(k * k)
             if eps0 is not None:
                 layer.eps = eps0 * eps_factor
 
@@ -384,7 +389,7 @@ class TEXP(_ExponentialScheduler):
         self.lr = float(lr)
         self.milestones = ms
         self.gamma = float(gamma)
-        self._setup(optimizer, self.lr, weight_decay, momentum, mode, renorm_every, layers)  # type: ignore[arg-type]
+        self._setup(cast(SGD, optimizer), self.lr, weight_decay, momentum, mode, renorm_every, layers)
 
     def _wd_lr(self, t: int) -> float:
         return self.lr * self.gamma ** bisect.bisect_right(self.milestones, t)
@@ -410,7 +415,7 @@ class ExpLR(_ExponentialScheduler):
         layers = self._validate_common(optimizer, weight_decay, momentum, mode, renorm_every, norm_layers)
         _validate_schedule(lrs, weight_decay, momentum, mode)  # the values and the whole recursion
         self.lrs = tuple(float(v) for v in lrs)
-        self._setup(optimizer, self.lrs[0], weight_decay, momentum, mode, renorm_every, layers)  # type: ignore[arg-type]
+        self._setup(cast(SGD, optimizer), self.lrs[0], weight_decay, momentum, mode, renorm_every, layers)
 
     def _wd_lr(self, t: int) -> float:
         return self.lrs[min(t, len(self.lrs) - 1)]
