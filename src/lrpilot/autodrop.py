@@ -256,6 +256,7 @@ class AutoDrop(LRScheduler):
         self._steps_since_step_call = 0  # optimizer steps since the last step() call (misuse detection)
         self._single_step_calls = 0  # consecutive step() calls that each followed exactly one optimizer step
         self._warned_per_step = False
+        self._step_count = 0  # step() calls; set here, not left to torch's LRScheduler.__init__ (private there)
 
         super().__init__(optimizer, last_epoch)
         self.action.bind(self.base_lrs)
@@ -345,8 +346,10 @@ class AutoDrop(LRScheduler):
         """The telemetry protocol (:mod:`lrpilot.telemetry`): ``autodrop/drops`` (LR changes so far),
         ``autodrop/threshold``, and ``autodrop/omega`` when the last ``step()`` measured a finite angle."""
         out = {"autodrop/drops": float(len(self.drops)), "autodrop/threshold": float(self.threshold)}
-        if self.omega_history and self.omega_history[-1][0] == self.last_epoch and math.isfinite(self.last_omega):
-            out["autodrop/omega"] = float(self.omega_history[-1][1])
+        if self.omega_history:
+            epoch, omega = self.omega_history[-1]
+            if epoch == self.last_epoch and math.isfinite(omega):
+                out["autodrop/omega"] = float(omega)
         return out
 
     def get_lr(self) -> list[float | Tensor]:
@@ -354,7 +357,7 @@ class AutoDrop(LRScheduler):
         return [group["lr"] for group in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------ the clock
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+    def step(self, epoch: int | None = None) -> None:
         """Call once at the end of every epoch, after that epoch's ``optimizer.step()`` calls.
 
         Misuse is caught when it happens instead of silently changing the schedule:

@@ -62,7 +62,11 @@ class DropAction:
             for value in (list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr]):
                 check_number("min_lr", value, low=0)
         self.rho = float(rho)
-        self.min_lr = list(min_lr) if isinstance(min_lr, (list, tuple)) else min_lr
+        self.min_lr: float | list[float] | None
+        if min_lr is None or isinstance(min_lr, (int, float)):
+            self.min_lr = None if min_lr is None else float(min_lr)
+        else:
+            self.min_lr = [float(v) for v in min_lr]
         self.extra_epochs = int(extra_epochs)
         self.weight_average = weight_average
         self.adapt_threshold = adapt_threshold
@@ -85,7 +89,7 @@ class DropAction:
         elif isinstance(self.min_lr, list):
             self.floors = [float(v) for v in self.min_lr]
         else:
-            self.floors = [float(self.min_lr)] * len(initial_lrs)
+            self.floors = [float(self.min_lr)] * len(initial_lrs)  # a single number
 
     def add_groups(self, initial_lrs: Sequence[float | Tensor]) -> list[float]:
         """Floors for param groups added after :meth:`bind` (``min_lr`` if one value was given, else 1e-3 x the

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -130,7 +130,7 @@ def train(task: Task, build: Callable[[nn.Module], Built], epochs: int, seed: in
     for epoch in range(1, epochs + 1):
         net.train()
         if built.schedule_free:
-            opt.train()
+            cast(Any, opt).train()  # schedule-free optimizers switch their weights
         total = torch.zeros((), device=dev)
         batches = 0
         for inputs, targets in task.epoch_batches(order, dev):
@@ -153,7 +153,7 @@ def train(task: Task, build: Callable[[nn.Module], Built], epochs: int, seed: in
         elif stepped:
             sched.step()
         if built.schedule_free:
-            opt.eval()
+            cast(Any, opt).eval()
         test_loss, test_metric = task.evaluate(net, dev)
         omega = scheduler_metrics(sched).get("autodrop/omega") if stepped else None
         record = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_metric": test_metric,

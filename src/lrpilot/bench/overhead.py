@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int =
         spec = get_method(name)
         built[name] = spec.build(m, spec.default_lr if lr is None else lr, spe, 10_000)
         if built[name].schedule_free:
-            built[name].optimizer.train()
+            cast(Any, built[name].optimizer).train()  # schedule-free: train-mode weights
     step_times: dict[str, list[float]] = {name: [] for name in models}
     epoch_times: dict[str, list[float]] = {name: [] for name in models}
     for step in range(1, max(steps, 2 * spe) + 6):

@@ -332,9 +332,9 @@ def _plot(results: Sequence[Result], stats: dict[str, dict[str, dict[str, Any]]]
     sweep = {t: ms for t, ms in sweep.items() if ms}
     if sweep:
         fig, axes = plt.subplots(1, len(sweep), figsize=(6.5 * len(sweep), 4.8), squeeze=False)
-        for ax, (task, by_method) in zip(axes[0], sweep.items()):
+        for ax, (task, per_method) in zip(axes[0], sweep.items()):
             metric = metrics[task]
-            for method, fs in sorted(by_method.items()):
+            for method, fs in sorted(per_method.items()):
                 xs = sorted(fs)
                 ax.semilogx(xs, [metric.scale * statistics.mean(fs[x]) for x in xs], marker="o", label=method,
                             **_style(method, colors.get(method, 0)))

@@ -14,6 +14,7 @@ line with an ETA.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import multiprocessing
@@ -108,7 +109,7 @@ def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epoch
         get_method(m)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    jobs = []
+    jobs: list[Job] = []
     for task in tasks:
         default = TASKS[task].epochs
         n = epochs if isinstance(epochs, int) else (epochs or {}).get(task, default)
@@ -164,6 +165,7 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
     bar = _ProgressBar(len(todo)) if progress is None else None
     if bar is not None:
         progress = bar.line
+    assert progress is not None
     if not todo:
         progress(f"bench: all {len(jobs)} runs cached in {out}")
         return []
@@ -213,7 +215,7 @@ def _run_all(todo: Sequence[Job], workers: int, device: str,
     if workers <= 1:
         with one_thread():  # as in the worker processes
             for done, job in enumerate(todo, 1):
-                finish(done, job, lambda job=job: run_job(job, device))
+                finish(done, job, functools.partial(run_job, job, device))
     else:
         # CUDA cannot be used in forked children of a process that touched it: spawn fresh workers for a GPU.
         context = multiprocessing.get_context("spawn") if device.startswith("cuda") else None

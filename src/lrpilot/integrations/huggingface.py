@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from types import FrameType
 from typing import Any
 
 import torch
@@ -79,7 +80,7 @@ def _is_constant(lr_scheduler: Any) -> bool:
 def _find_trainer(callback: TrainerCallback) -> Trainer | None:
     """The Trainer whose callback handler is calling ``callback`` (found on the call stack: callbacks are not
     given the Trainer). None when the callback is driven by something else."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     try:
         while frame is not None:
             owner = frame.f_locals.get("self")

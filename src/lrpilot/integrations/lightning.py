@@ -234,6 +234,7 @@ class ActiveLRCallback(_EpochEndCallback):
         """An optimizer with ``steps_per_epoch`` must close exactly one ActiveLR epoch per Lightning epoch."""
         for i, start in self._epochs_at_start.items():
             opt = trainer.optimizers[i]
+            assert isinstance(opt, ActiveOptimizer)  # _epochs_at_start holds only those
             closed, into = opt.epoch - start, getattr(opt, "_steps_in_epoch", 0)
             if (closed != 1 or into != 0) and i not in self._warned:
                 self._warned.add(i)
