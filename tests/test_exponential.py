@@ -708,3 +708,20 @@ def test_a_step_skipped_by_gradscaler_does_not_advance_texp():
             scaler.update()
             sched.step()
     assert got == pytest.approx(want, rel=1e-13)
+
+
+def test_texp_answers_the_telemetry_protocol():
+    """metrics() (read by lrpilot_metrics, hence by every logging sink) reports the WD run's LR, the weight scale
+    and the renormalisation count; lrpilot_metrics adds the LR actually applied."""
+    from lrpilot.telemetry import lrpilot_metrics
+
+    opt = torch.optim.SGD([torch.zeros(3, requires_grad=True)], lr=0.1, momentum=0.9)
+    sched = TEXP(opt, 0.1, 0.01, 0.9, [3], 0.1)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    metrics = lrpilot_metrics(opt, sched)
+    assert metrics["exponential/wd_lr"] == pytest.approx(0.01)
+    assert metrics["exponential/renorms"] == float(len(sched.renorm_steps))
+    assert metrics["exponential/log2_weight_scale"] == pytest.approx(math.log2(sched.weight_scale))
+    assert metrics["lr/group0"] == pytest.approx(float(opt.param_groups[0]["lr"]))

@@ -197,6 +197,13 @@ class _ExponentialScheduler(LRScheduler):
     def _log2_weight_scale(self) -> float:
         return -self._rec.log_c / math.log(2.0) + self.scale_exponent
 
+    def metrics(self) -> dict[str, float]:
+        """The telemetry protocol (:mod:`lrpilot.telemetry`): the WD run's LR this step stands for
+        (``exponential/wd_lr``), ``log2`` of how much larger the weights are than the WD run's
+        (``exponential/log2_weight_scale``) and the renormalisations so far (``exponential/renorms``)."""
+        return {"exponential/wd_lr": float(self.wd_lr), "exponential/log2_weight_scale": float(self._log2_weight_scale),
+                "exponential/renorms": float(len(self.renorm_steps))}
+
     def get_lr(self) -> list[float | Tensor]:
         """The LR of the current step for every param group (all groups share it)."""
         return [self._lr_now()] * len(self.optimizer.param_groups)
