@@ -231,3 +231,21 @@ def float64_steps() -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+# ---------------------------------------------------------------------------------------------- the optimizers
+def _factories() -> dict[str, Callable[..., torch.optim.Optimizer]]:
+    from lrpilot import Active, ActiveAdaBelief, ActiveAdamW, ActiveRAdam, ActiveSGD
+
+    return {
+        "ActiveSGD": lambda params, **kw: ActiveSGD(params, lr=0.1, momentum=0.9, **kw),
+        "ActiveAdamW": lambda params, **kw: ActiveAdamW(params, lr=0.01, **kw),
+        "ActiveRAdam": lambda params, **kw: ActiveRAdam(params, lr=0.01, **kw),
+        "ActiveAdaBelief": lambda params, **kw: ActiveAdaBelief(params, lr=0.01, **kw),
+        "Active(SGD)": lambda params, **kw: Active(torch.optim.SGD(params, lr=0.1, momentum=0.9), **kw),
+        "Active(Adagrad)": lambda params, **kw: Active(torch.optim.Adagrad(params, lr=0.1), **kw),
+    }
+
+
+#: Every ActiveLR optimizer at a small-problem LR, by name: ``FACTORIES[name](params, **kwargs)``.
+FACTORIES = _factories()

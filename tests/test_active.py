@@ -14,19 +14,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activelr_oracles import drive, drive_quadratic, make_params
+from activelr_oracles import FACTORIES, drive, drive_quadratic, make_params
 from lrpilot import Active, ActiveAdaBelief, ActiveAdamW, ActiveRAdam, ActiveSGD
 from lrpilot.active import ActiveOptimizer, EffectiveLR, apply_sign_rule_
 from lrpilot.active.sign_rule import ACTIVE_DEFAULTS
 
-FACTORIES = {
-    "ActiveSGD": lambda params, **kw: ActiveSGD(params, lr=0.1, momentum=0.9, **kw),
-    "ActiveAdamW": lambda params, **kw: ActiveAdamW(params, lr=0.01, **kw),
-    "ActiveRAdam": lambda params, **kw: ActiveRAdam(params, lr=0.01, **kw),
-    "ActiveAdaBelief": lambda params, **kw: ActiveAdaBelief(params, lr=0.01, **kw),
-    "Active(SGD)": lambda params, **kw: Active(torch.optim.SGD(params, lr=0.1, momentum=0.9), **kw),
-    "Active(Adagrad)": lambda params, **kw: Active(torch.optim.Adagrad(params, lr=0.1), **kw),
-}
 ALL = pytest.mark.parametrize("name", list(FACTORIES))
 
 

@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from activelr_oracles import drive, drive_quadratic, make_params
-from lrpilot import Active, ActiveAdaBelief, ActiveAdamW, ActiveRAdam, ActiveSGD
+from activelr_oracles import FACTORIES, drive, drive_quadratic, make_params
+from lrpilot import ActiveAdamW, ActiveSGD
 
-FACTORIES = {
-    "ActiveSGD": lambda params, **kw: ActiveSGD(params, lr=0.1, momentum=0.9, **kw),
-    "ActiveAdamW": lambda params, **kw: ActiveAdamW(params, lr=0.01, **kw),
-    "ActiveRAdam": lambda params, **kw: ActiveRAdam(params, lr=0.01, **kw),
-    "ActiveAdaBelief": lambda params, **kw: ActiveAdaBelief(params, lr=0.01, **kw),
-    "Active(SGD)": lambda params, **kw: Active(torch.optim.SGD(params, lr=0.1, momentum=0.9), **kw),
-    "Active(Adagrad)": lambda params, **kw: Active(torch.optim.Adagrad(params, lr=0.1), **kw),
-}
 ALL = pytest.mark.parametrize("name", list(FACTORIES))
 PAIRS = [(a, b) for a in FACTORIES for b in FACTORIES if a != b]
 
@@ -226,8 +218,7 @@ CHILD = """
 import sys, torch
 torch.set_num_threads({threads})  # the parent's: reductions are not bitwise the same across thread counts
 sys.path.insert(0, {tests!r})
-from test_active_state import FACTORIES
-from activelr_oracles import drive_quadratic, make_params
+from activelr_oracles import FACTORIES, drive_quadratic, make_params
 for name in FACTORIES:
     params = make_params()
     opt = FACTORIES[name](params, steps_per_epoch=4)

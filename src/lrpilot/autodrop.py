@@ -62,7 +62,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from ._validation import check_number
 from .angular_velocity import AngularVelocity
 from .drop_action import DropAction
-from .measurement import AngularVelocityMeter
+from .measurement import AngularVelocityMeter, Reading
 from .saturation import DeltaTest, GaussianSmoothedTest, SaturationTest, TrendTest
 from .telemetry import lr_value
 
@@ -389,12 +389,7 @@ class AutoDrop(LRScheduler):
                 return
             self._check_per_step_calls(steps)
             self._follow_groups()
-            generation = self.meter.generation
-            reading = self.meter.end_epoch()
-            if self.meter.generation != generation:  # the measured set changed: a pending window no longer fits
-                self.action.cancel()
-            if reading.closed:
-                self._decide(reading.omega)
+            self._read(self.meter.end_epoch)
         self._steps_since_step_call = 0
         self.last_epoch += 1
         self._last_lr = [lr_value(group["lr"]) for group in self.optimizer.param_groups]
@@ -478,9 +473,14 @@ class AutoDrop(LRScheduler):
         self.global_step += 1
         if self.meter.interval is not None:
             self._follow_groups()
+        self._read(self.meter.after_step)
+
+    def _read(self, measure: Callable[[], Reading]) -> None:
+        """Take a reading of the meter (``end_epoch`` or ``after_step``) and decide on it when an interval
+        closed; a pending post-saturation window is cancelled if the measured set changed under it."""
         generation = self.meter.generation
-        reading = self.meter.after_step()
-        if self.meter.generation != generation:  # the measured set changed: a pending window no longer fits
+        reading = measure()
+        if self.meter.generation != generation:
             self.action.cancel()
         if reading.closed:
             self._decide(reading.omega)
