@@ -211,6 +211,27 @@ def test_cli_bench_writes_the_report_and_reuses_the_cache(tiny: str, tmp_path, c
     assert "all 2 runs cached" in capsys.readouterr().err
 
 
+def test_the_report_and_summary_say_what_produced_the_numbers(tiny: str, tmp_path, capsys) -> None:
+    """Provenance in report.md and summary.json: the command line, lrpilot's version and commit, torch's
+    version and build, the CPU and the threads per run, so a result that does not reproduce can be traced."""
+    import lrpilot
+
+    pytest.importorskip("matplotlib")
+    argv = ["bench", "--tasks", tiny, "--methods", "constant", "--epochs", "1", "--jobs", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    record = json.loads((tmp_path / "summary.json").read_text())["provenance"]
+    assert record["command"] == "lrpilot " + " ".join(argv)
+    assert record["lrpilot"] == lrpilot.__version__
+    assert record["packages"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])
+    assert record["torch_build"] in ("CPU", f"CUDA {torch.version.cuda}") and record["torch_threads"] == 1
+    assert record["cpu"] and record["cpu_count"] >= 1
+    report = (tmp_path / "report.md").read_text()
+    assert "### Provenance" in report and f"`{record['command']}`" in report and record["cpu"] in report
+    if record["git_commit"] is not None:  # an editable install from a checkout
+        assert len(record["git_commit"].removesuffix("+dirty")) == 40
+
+
 @pytest.mark.parametrize(("args", "named"), [(["--tasks", "no-such-task"], "no-such-task"),
                                               (["--methods", "no-such-method"], "no-such-method"),
                                               (["--seeds", "0"], "--seeds")])

@@ -49,6 +49,7 @@ def bench(args: argparse.Namespace) -> int:
     """The ``bench`` subcommand: resolve the selection, run what is not cached, write the report."""
     from .bench.methods import METHODS
     from .bench.overhead import measure_overheads
+    from .bench.provenance import provenance
     from .bench.report import write_report
     from .bench.runner import SUITES, BenchError, load_results, make_jobs, result_path, run_jobs
     from .bench.tasks import CIFAR10_ENV, TASKS
@@ -107,7 +108,8 @@ def bench(args: argparse.Namespace) -> int:
              f"the rest cached), {train_seconds:.0f} s of training in all, device {args.device}."]
     custom = args.tasks or args.methods or args.lr_sweep
     title = f"lrpilot bench: {args.suite} suite" + (" (custom selection)" if custom else "")
-    path = write_report(results, out, title=title, notes=notes, overhead=overhead)
+    record = provenance(["bench", *args.argv], threads=1)  # the runner pins every run to one thread
+    path = write_report(results, out, title=title, notes=notes, overhead=overhead, provenance=record)
     print(path.read_text())
     print(f"lrpilot bench: wrote {path} and figures in {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 1 if failed else 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .methods import METHODS
+from .provenance import provenance_lines
 from .runner import target_of
 
 __all__ = ["method_stats", "write_report"]
@@ -349,11 +350,14 @@ def _plot(results: Sequence[Result], stats: dict[str, dict[str, dict[str, Any]]]
 
 
 def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot bench", notes: Sequence[str] = (),
-                 figures: bool = True, overhead: dict[tuple[str, str], float] | None = None) -> Path:
+                 figures: bool = True, overhead: dict[tuple[str, str], float] | None = None,
+                 provenance: dict[str, Any] | None = None) -> Path:
     """Write ``report.md``, ``curves.csv``, ``summary.json`` and (``figures``) the PNGs into ``out`` from
     ``results`` (as :func:`~lrpilot.bench.runner.load_results` returns them) and the step-time ratios
     ``overhead`` ((task, method) -> ratio, :func:`~lrpilot.bench.overhead.measure_overheads`; without them the
-    ratios come from the training runs, marked ≈); return the report's path."""
+    ratios come from the training runs, marked ≈) and the run's ``provenance``
+    (:func:`~lrpilot.bench.provenance.provenance`: versions, CPU, threads, commit, command line), written into both
+    the report and ``summary.json``; return the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not results:
@@ -382,8 +386,11 @@ def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot 
     if written:
         lines.append("\n### Figures\n")
         lines += [f"![{name}]({name})" for name in written]
+    if provenance is not None:
+        lines += provenance_lines(provenance)
     _write_curves(results, out / "curves.csv")
-    (out / "summary.json").write_text(json.dumps({"per_task": stats, "summary": summary, "overhead": {
+    (out / "summary.json").write_text(json.dumps({"provenance": provenance, "per_task": stats, "summary": summary,
+                                                  "overhead": {
         f"{t}/{m}": r for (t, m), r in (overhead or {}).items()}, "sweep": {
         t: {m: {str(f): v for f, v in fs.items()} for m, fs in ms.items()} for t, ms in sweep.items()}}, indent=1))
     path = out / "report.md"
