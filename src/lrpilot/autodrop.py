@@ -64,7 +64,7 @@ from .angular_velocity import AngularVelocity
 from .drop_action import DropAction
 from .measurement import AngularVelocityMeter, Reading
 from .saturation import DeltaTest, GaussianSmoothedTest, SaturationTest, TrendTest
-from .telemetry import lr_value
+from .telemetry import lr_value, set_lr
 
 __all__ = ["MODES", "AutoDrop", "DropEvent"]
 
@@ -429,10 +429,7 @@ class AutoDrop(LRScheduler):
         self._follow_groups()
         self.meter.follow()
         for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lr_value(lr))
-            else:
-                group["lr"] = lr_value(lr)
+            set_lr(group, lr)
         self.meter.restart()
         self.test.reset()
         self.action.cancel()

@@ -30,7 +30,7 @@ from torch.optim import Optimizer
 
 from ._validation import check_number
 from .saturation import SaturationTest
-from .telemetry import lr_value
+from .telemetry import lr_value, set_lr
 
 __all__ = ["MIN_LR_RATIO", "DropAction"]
 
@@ -131,10 +131,7 @@ class DropAction:
         for group, floor in zip(optimizer.param_groups, self.floors, strict=True):
             lr = lr_value(group["lr"])
             lowered = max(lr * self.rho, min(lr, floor))
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lowered)
-            else:
-                group["lr"] = lowered
+            set_lr(group, lowered)
             old.append(lr)
             new.append(lowered)
         if self._average is not None:

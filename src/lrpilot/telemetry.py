@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["EffectiveLR", "effective_lrs", "lr_value", "lrpilot_metrics", "scheduler_metrics"]
+__all__ = ["EffectiveLR", "effective_lrs", "lr_value", "lrpilot_metrics", "scheduler_metrics", "set_lr"]
 
 
 class EffectiveLR(NamedTuple):
@@ -33,6 +33,16 @@ class EffectiveLR(NamedTuple):
 def lr_value(lr: float | Tensor) -> float:
     """A param group's ``lr`` (a float or a 1-element tensor) as a Python float; a host sync for a CUDA tensor."""
     return float(lr.detach().cpu()) if isinstance(lr, Tensor) else float(lr)
+
+
+def set_lr(group: dict[str, Any], lr: float | Tensor) -> None:
+    """Set a param group's ``lr`` to ``lr``: in place for a tensor LR (a captured or compiled step keeps pointing
+    at the same tensor), replaced for a float. :func:`lr_value` is its reading twin."""
+    value = lr_value(lr)
+    if isinstance(group["lr"], Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
 
 
 def effective_lrs(optimizer: Optimizer) -> list[EffectiveLR]:

@@ -37,14 +37,15 @@ from lrpilot.telemetry import effective_lrs, lr_value, scheduler_metrics
 from .methods import Built
 from .tasks import Task
 
-__all__ = ["RECORD_FIELDS", "Run", "one_thread", "timed_step", "train", "upgrade_record", "write_json"]
+__all__ = ["RECORD_FIELDS", "Run", "one_thread", "sync_device", "timed_step", "train", "upgrade_record", "write_json"]
 
 #: The keys of one per-epoch record.
 RECORD_FIELDS = ("epoch", "train_loss", "test_loss", "test_metric", "lr", "effective_lr", "omega", "seconds",
                  "step_seconds")
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timing counts it where it belongs."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -52,12 +53,12 @@ def _sync(device: torch.device) -> None:
 def timed_step(built: Built, device: torch.device) -> float:
     """Seconds of ``built.optimizer.step()`` plus, for a per-step schedule, ``built.scheduler.step()`` (the device
     synchronised before and after, so that a GPU's queued work is counted where it belongs)."""
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     built.optimizer.step()
     if built.interval == "step":
         built.scheduler.step()
-    _sync(device)
+    sync_device(device)
     return time.perf_counter() - t0
 
 

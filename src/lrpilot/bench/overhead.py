@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loop import one_thread, write_json
+from .loop import one_thread, sync_device, write_json
 from .loop import timed_step as loop_timed_step
 from .methods import Built, get_method
 from .tasks import TASKS
@@ -42,8 +42,7 @@ def timed_step(built: Built, step: int, steps_per_epoch: int, device: torch.devi
         built.scheduler.step(1.0)
     else:
         built.scheduler.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync_device(device)
     return seconds, time.perf_counter() - t0
 
 

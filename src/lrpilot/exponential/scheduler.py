@@ -68,6 +68,7 @@ from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from .._validation import check_number
+from ..telemetry import set_lr
 from .invariance import NORM_TYPES
 from .schedule import (
     _check_exists,
@@ -256,10 +257,7 @@ class _ExponentialScheduler(LRScheduler):
     def _apply_lr(self) -> None:
         lr = self._lr_now()
         for group in self.optimizer.param_groups:
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
+            set_lr(group, lr)
         self._last_lr = [lr] * len(self.optimizer.param_groups)
 
     @torch.no_grad()

@@ -44,6 +44,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from .._validation import check_number
 from ..autodrop import AutoDrop
+from ..telemetry import lr_value
 from .logging import lrpilot_metrics
 
 __all__ = ["STATE_KEY", "ActiveLRCallback", "AutoDropCallback"]
@@ -230,7 +231,7 @@ class AutoDropCallback(_LrpilotCallback):
     def _sync_trainer_scheduler(self) -> None:
         sched, opt = self._lr_scheduler, self.scheduler.optimizer if self.scheduler else None
         if sched is not None and opt is not None and hasattr(sched, "base_lrs"):
-            lrs = [float(g["lr"]) for g in opt.param_groups]
+            lrs = [lr_value(g["lr"]) for g in opt.param_groups]
             sched.base_lrs = list(lrs)
             if hasattr(sched, "_last_lr"):  # what the Trainer logs as learning_rate
                 sched._last_lr = list(lrs)

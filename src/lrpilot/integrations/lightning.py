@@ -37,19 +37,12 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 from .._validation import check_number
 from ..active._base import ActiveOptimizer
 from ..autodrop import AutoDrop
+from ..telemetry import set_lr
 from .logging import lrpilot_metrics
 
 __all__ = ["ActiveLRCallback", "AutoDropCallback"]
 
 _PENDING = "epoch_end_pending"  # state_dict key: the 0-based epoch whose end is still to be done, or None
-
-
-def _set_lr(group: dict[str, Any], lr: Any) -> None:
-    value = float(lr)
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(value)
-    else:
-        group["lr"] = value
 
 
 class _EpochEndCallback(Callback):
@@ -155,7 +148,7 @@ class AutoDropCallback(_EpochEndCallback):
             # initial LR); AutoDrop's schedule continues where it was, dropped LRs and clock included
             scheduler.load_state_dict(previous.state_dict())
             for group, old in zip(optimizer.param_groups, previous.optimizer.param_groups, strict=True):
-                _set_lr(group, old["lr"])
+                set_lr(group, old["lr"])
         self.scheduler = scheduler
         self._trainer = weakref.ref(trainer)
         self._complete_pending_epoch(trainer, pl_module)
