@@ -459,3 +459,25 @@ def test_a_users_own_saturation_test_drives_the_drops():
     _, opt = setup()
     with pytest.raises(ValueError, match="window"):
         AutoDrop(opt, test=AfterFour(), window=12)
+
+
+def test_a_bad_averaging_buffer_is_refused_before_the_measurement_changes():
+    """In a post-saturation window with weight averaging, a checkpoint whose averaging buffers do not fit the
+    measured parameters raises, and the measurement's snapshots are those from before the call."""
+    model, opt = setup()
+    sched = AutoDrop(opt, threshold=10.0, rise_threshold=-10.0, window=6, extra_epochs=30, weight_average=True)
+    for e in range(1, 12):
+        run_epoch(model, opt, sched, seed=e)
+    assert sched.action.pending, "the scenario needs an open averaging window"
+    good = sched.state_dict()
+    bad = copy.deepcopy(good)
+    bad["action"]["average"] = [torch.zeros(1)] * len(bad["action"]["average"])
+    run_epoch(model, opt, sched, seed=99)  # the live state moves on from the checkpoint
+    before = sched.state_dict()
+    with pytest.raises(ValueError, match="average"):
+        sched.load_state_dict(bad)
+    after = sched.state_dict()
+    for a, b in zip(after["meter"]["angular_velocity"]["prev"], before["meter"]["angular_velocity"]["prev"]):
+        assert torch.equal(a, b)
+    assert after["meter"]["steps_in_interval"] == before["meter"]["steps_in_interval"]
+    assert after["action"]["counting"] == before["action"]["counting"]

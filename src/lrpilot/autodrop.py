@@ -550,15 +550,14 @@ class AutoDrop(LRScheduler):
                              f"{groups}")
         for key in ("_steps_since_step_call", "_single_step_calls"):
             check_number(f"state_dict[{key!r}]", state[key], low=0, integer=True)
-        # Scratch copies of the test and the action take the load first; the meter checks everything before it
-        # changes anything: a failure at any point leaves this scheduler intact.
+        # Scratch copies of the test and the action take the load first (the action's averaging buffers checked
+        # against the parameters the meter will measure); the meter checks everything before it changes
+        # anything: a failure at any point leaves this scheduler intact.
         test = copy.deepcopy(self.test)
         test.load_state_dict(state["test"])
         action = copy.deepcopy(self.action)
-        action.load_state_dict(state["action"])
+        action.load_state_dict(state["action"], self.meter.params_after_load(state["meter"]))
         self.meter.load_state_dict(state["meter"])
-        if action._average is not None:
-            action.load_state_dict(state["action"], self.meter.params)  # shapes checked, buffers placed
         self.test, self.action = test, action
         self.restart_measurement = bool(state.get("restart_measurement", self.restart_measurement))
         for key in self._CLOCK_KEYS:

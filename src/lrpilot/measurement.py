@@ -192,6 +192,19 @@ class AngularVelocityMeter:
             "measured": self.measured_indices(),
         }
 
+    def params_after_load(self, state: dict[str, Any]) -> list[Tensor]:
+        """The tensors this meter measures once ``state`` is loaded (checked, nothing changes): the set as saved
+        (``state["measured"]``: e.g. a parameter unfrozen during training, and a resume that builds AutoDrop
+        before unfreezing it again), or today's."""
+        measured = state.get("measured")
+        if measured is None or not self.follows_optimizer or measured == self.measured_indices():
+            return self.params
+        everything = self._optimizer_params()
+        if not measured or not all(isinstance(i, int) and 0 <= i < len(everything) for i in measured):
+            raise ValueError(f"state_dict 'measured' indices {measured} do not fit the optimizer's "
+                             f"{len(everything)} parameters")
+        return [everything[i] for i in measured]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` in place (the angular velocity keeps ``sharded``/``process_group``);
         everything is checked before anything changes."""
@@ -204,16 +217,10 @@ class AngularVelocityMeter:
             check_number("state_dict['interval']", state["interval"], low=1, integer=True)
         check_number("state_dict['steps_in_interval']", state["steps_in_interval"], low=0, integer=True)
         av = self.angular_velocity
-        measured = state.get("measured")
-        if measured is not None and self.follows_optimizer and measured != self.measured_indices():
-            # the set as saved: e.g. a parameter unfrozen during training, and a resume that builds AutoDrop
-            # before unfreezing it again
-            everything = self._optimizer_params()
-            if not measured or not all(isinstance(i, int) and 0 <= i < len(everything) for i in measured):
-                raise ValueError(f"state_dict 'measured' indices {measured} do not fit the optimizer's "
-                                 f"{len(everything)} parameters")
-            av = AngularVelocity([everything[i] for i in measured], eps=av.eps, sharded=av.sharded,
-                                 process_group=av.process_group, trainable_only=False)
+        params = self.params_after_load(state)
+        if params is not av.params:
+            av = AngularVelocity(params, eps=av.eps, sharded=av.sharded, process_group=av.process_group,
+                                 trainable_only=False)
         value = state["sum"]
         if value is not None and (len(value) != len(av.params)
                                   or any(t.shape != p.shape for t, p in zip(value, av.params))):
