@@ -117,14 +117,23 @@ class _LrpilotCallback(TrainerCallback):
         self._epochs_closed = math.floor(state.epoch or 0)
 
     def _closes_epoch(self, state: TrainerState) -> bool:
-        """True at the last optimizer step of a Trainer epoch (``state.epoch`` reaches a whole number)."""
-        return state.epoch is not None and float(state.epoch).is_integer() and int(state.epoch) > self._epochs_closed
+        """True (once) at the last optimizer step of a Trainer epoch (``state.epoch`` reaches a whole number); the
+        epoch then counts as closed."""
+        closes = (state.epoch is not None and float(state.epoch).is_integer()
+                  and int(state.epoch) > self._epochs_closed)
+        if closes:
+            self._epochs_closed = int(state.epoch)
+        return closes
 
     def _unclosed_epoch_end(self, state: TrainerState, control: TrainerControl) -> bool:
         """At ``on_epoch_end``: an epoch that ended without reaching a whole ``state.epoch`` (a loader of unknown
-        length). A partial epoch cut by ``max_steps`` or a stop is not closed: the run may be resumed from there."""
-        return (state.epoch is not None and state.epoch > self._epochs_closed and not control.should_training_stop
-                and not (state.max_steps and state.global_step >= state.max_steps))
+        length), which then counts as closed. A partial epoch cut by ``max_steps`` or a stop is not closed: the
+        run may be resumed from there."""
+        unclosed = (state.epoch is not None and state.epoch > self._epochs_closed and not control.should_training_stop
+                    and not (state.max_steps and state.global_step >= state.max_steps))
+        if unclosed:
+            self._epochs_closed = math.ceil(state.epoch)
+        return bool(unclosed)
 
     def _log(self, state: TrainerState, metrics: dict[str, float]) -> None:
         trainer = self._trainer
@@ -244,13 +253,11 @@ class AutoDropCallback(_LrpilotCallback):
             if state.global_step % self.window_steps == 0:
                 self._measure(state)
         elif self._closes_epoch(state):
-            self._epochs_closed = int(state.epoch)
             self._measure(state)
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
         if self.scheduler is not None and self.window_steps is None and self._unclosed_epoch_end(state, control):
-            self._epochs_closed = math.ceil(state.epoch)
             self._measure(state)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -317,14 +324,12 @@ class ActiveLRCallback(_LrpilotCallback):
         if self.optimizer is None:
             return
         if self._closes_epoch(state):
-            self._epochs_closed = int(state.epoch)
             self._end_trainer_epoch(state)
         self._maybe_log(state)
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
         if self.optimizer is not None and self._unclosed_epoch_end(state, control):
-            self._epochs_closed = math.ceil(state.epoch)
             self._end_trainer_epoch(state)
             self._maybe_log(state)
 
