@@ -69,6 +69,16 @@ class _EpochEndCallback(Callback):
             self._open_epoch = None
             self._end_epoch(trainer, pl_module, catch_up=True)
 
+    @classmethod
+    def _log_epoch(cls, trainer: Trainer, pl_module: LightningModule, metrics: dict[str, float], *,
+                   catch_up: bool) -> None:
+        """Log an epoch end's metrics: through ``pl_module.log_dict`` in ``on_train_epoch_end``, straight to the
+        loggers for an epoch end caught up on resume (:meth:`_log_to_loggers`)."""
+        if catch_up:
+            cls._log_to_loggers(trainer, trainer.current_epoch - 1, metrics)
+        elif metrics:
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+
     @staticmethod
     def _log_to_loggers(trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Send a caught-up epoch's metrics to the loggers directly (``pl_module.log_dict`` here would average
@@ -175,10 +185,7 @@ class AutoDropCallback(_EpochEndCallback):
         self.scheduler.step()
         if self.log:
             metrics = lrpilot_metrics(trainer.optimizers[self.optimizer_index], self.scheduler)
-            if catch_up:
-                self._log_to_loggers(trainer, trainer.current_epoch - 1, metrics)
-            else:
-                pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+            self._log_epoch(trainer, pl_module, metrics, catch_up=catch_up)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.scheduler is not None:
@@ -249,10 +256,7 @@ class ActiveLRCallback(_EpochEndCallback):
                 opt.end_epoch()
             if self.log and isinstance(opt, ActiveOptimizer):
                 metrics.update({f"opt{i}/{k}": v for k, v in lrpilot_metrics(opt).items()})
-        if catch_up:
-            self._log_to_loggers(trainer, trainer.current_epoch - 1, metrics)
-        elif metrics:
-            pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+        self._log_epoch(trainer, pl_module, metrics, catch_up=catch_up)
 
     def state_dict(self) -> dict[str, Any]:
         return self._pending_state()
