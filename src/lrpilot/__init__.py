@@ -1,6 +1,8 @@
 """lrpilot: learning-rate schedules decided from signals measured during training.
 
 Public API:
+    Pilot -- an AdamW that decides its LR (Prodigy's estimate) and its schedule (a budget's cooldown, or drops
+        when the measured rotation is stationary) by itself; PilotEvent -- one of its decisions.
     ActiveSGD, ActiveAdamW, ActiveRAdam, ActiveAdaBelief, Active -- ActiveLR per-element LR multipliers.
     AngularVelocity -- the angle between successive parameter displacements (AutoDrop eq. 2).
     AutoDrop -- an LR scheduler that drops the LR when the angular velocity saturates.
@@ -25,7 +27,8 @@ from .exponential import (
     make_scale_invariant,
     texp_schedule,
 )
-from .saturation import DeltaTest, GaussianSmoothedTest, TrendTest
+from .pilot import Pilot, PilotEvent
+from .saturation import DeltaTest, GaussianSmoothedTest, StalledDescentTest, TrendTest
 
 #: The package version, defined only here (pyproject.toml reads it: ``[tool.hatch.version]``).
 __version__ = "0.1.0"
@@ -45,8 +48,11 @@ __all__ = [
     "ExpLR",
     "ExpSchedule",
     "GaussianSmoothedTest",
+    "Pilot",
+    "PilotEvent",
     "ScaleInvarianceReport",
     "ScaleInvariantChanges",
+    "StalledDescentTest",
     "TrendTest",
     "__version__",
     "check_scale_invariance",

@@ -21,7 +21,7 @@ from typing import Any
 
 from ._validation import check_number
 
-__all__ = ["DeltaTest", "GaussianSmoothedTest", "SaturationTest", "TrendTest", "mann_kendall_z"]
+__all__ = ["DeltaTest", "GaussianSmoothedTest", "SaturationTest", "StalledDescentTest", "TrendTest", "mann_kendall_z"]
 
 
 class SaturationTest:
@@ -243,3 +243,46 @@ class TrendTest(SaturationTest):
         self.values = []
         self.observed = 0
         self.rose = False
+
+
+
+class StalledDescentTest(SaturationTest):
+    """Pilot's anytime drop test: the steps have stopped agreeing with the gradients that follow them.
+
+    Fed one value per measurement window: the mean over the window of the *descent alignment*
+    ``cos(g_k, u_{k-1})``, the cosine between a step's gradient and the direction of the previous update. While
+    the iterate still travels down a slope the new gradient agrees with the last direction (positive); once it
+    bounces in the noise floor at this LR the next gradient points back against it (negative on average). This is
+    Pflug's stationarity diagnostic (consecutive stochastic gradients anti-correlate at stationarity; Pflug 1983,
+    used to halve SGD's LR by Chee & Toulis, AISTATS 2018), taken here on the preconditioned update direction so
+    that it applies to Adam's steps too, and tested like SASA (Lang, Zhang & Xiao, NeurIPS 2019) with a
+    confidence bound instead of a fixed threshold.
+
+    Saturated iff at least ``window`` values exist since the last reset and their mean is below zero by more than
+    ``threshold`` standard errors (``mean + threshold * sd / sqrt(n) < 0``; 1.28: one-sided 10%).
+    """
+
+    def __init__(self, threshold: float = 1.28, window: int = 10) -> None:
+        check_number("threshold", threshold, low=0)
+        check_number("window", window, low=3, integer=True)
+        self.threshold = float(threshold)
+        self.window = int(window)
+        self.values: list[float] = []
+
+    def observe(self, omega: float) -> None:
+        self.values = [*self.values[-(self.window - 1) :], float(omega)]
+
+    def upper_bound(self) -> float:
+        """``mean + threshold * sd / sqrt(n)`` of the last ``window`` values (NaN before ``window`` values)."""
+        n = len(self.values)
+        if n < self.window:
+            return math.nan
+        mean = sum(self.values) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in self.values) / (n - 1))
+        return mean + self.threshold * sd / math.sqrt(n)
+
+    def saturated(self) -> bool:
+        return self.upper_bound() < 0
+
+    def reset(self) -> None:
+        self.values = []

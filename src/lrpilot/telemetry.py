@@ -6,7 +6,8 @@ torch and the common LR-free optimizers expose for the others:
 * an optimizer's ``effective_lr() -> list[EffectiveLR]``: per param group the learning rate actually applied,
   ``(mean, min, max)`` over the group's elements (the ActiveLR optimizers: ``lr`` x their multipliers);
 * a scheduler's ``metrics() -> dict[str, float]``: what it measured and decided (AutoDrop: ``autodrop/omega``
-  when the last ``step()`` measured an angle, ``autodrop/drops``, ``autodrop/threshold``).
+  when the last ``step()`` measured an angle, ``autodrop/drops``, ``autodrop/threshold``); an optimizer that
+  decides its own schedule answers it too (:class:`~lrpilot.Pilot`: ``pilot/d``, ``pilot/factor``, ...).
 
 :func:`effective_lrs` and :func:`lrpilot_metrics` are the only readers: the bench records and the logging sinks
 (:mod:`lrpilot.integrations.logging`, the Lightning and Hugging Face callbacks) all go through them.
@@ -78,8 +79,9 @@ def lrpilot_metrics(optimizer: Optimizer, scheduler: Any = None) -> dict[str, fl
 
     ``lr/group{i}``: each group's effective LR (:func:`effective_lrs`: for ActiveLR optimizers ``lr`` x the mean
     multiplier), plus ``lr_min/group{i}`` and ``lr_max/group{i}`` for optimizers whose LR varies within a group;
-    then the scheduler's :func:`scheduler_metrics` (AutoDrop: ``autodrop/omega``, ``autodrop/drops``,
-    ``autodrop/threshold``).
+    then the optimizer's own ``metrics()`` when it has one (Pilot: ``pilot/d``, ``pilot/factor``, ``pilot/drops``,
+    ``pilot/alignment``), then the scheduler's :func:`scheduler_metrics` (AutoDrop: ``autodrop/omega``,
+    ``autodrop/drops``, ``autodrop/threshold``).
     """
     metrics: dict[str, float] = {}
     varies = callable(getattr(optimizer, "effective_lr", None))
@@ -88,6 +90,9 @@ def lrpilot_metrics(optimizer: Optimizer, scheduler: Any = None) -> dict[str, fl
         if varies:
             metrics[f"lr_min/group{i}"] = eff.min
             metrics[f"lr_max/group{i}"] = eff.max
+    own = getattr(optimizer, "metrics", None)  # an optimizer that decides its own schedule (Pilot)
+    if callable(own):
+        metrics.update({name: float(value) for name, value in own().items()})
     if scheduler is not None:
         metrics.update(scheduler_metrics(scheduler))
     return metrics

@@ -100,7 +100,8 @@ class CSVSink:
 
 
 class MetricsLogger:
-    """Read :func:`lrpilot_metrics` and send them to every sink; report each new AutoDrop drop once as an event.
+    """Read :func:`lrpilot_metrics` and send them to every sink; report each new AutoDrop drop, and each new
+    decision of a :class:`~lrpilot.Pilot` optimizer (its ``events``), once as an event.
 
     Call :meth:`log` wherever the training loop logs (once per epoch for AutoDrop's omega, or per step).
     """
@@ -113,6 +114,7 @@ class MetricsLogger:
             if not (hasattr(sink, "write") and hasattr(sink, "event")):
                 raise TypeError(f"a sink needs write() and event(), got {type(sink).__name__}")
         self._drops_seen = 0
+        self._events_seen: dict[int, int] = {}
 
     def log(self, step: int, optimizer: Optimizer, scheduler: Any = None) -> dict[str, float]:
         """Log the metrics of ``optimizer``/``scheduler`` at ``step``; returns them."""
@@ -127,4 +129,11 @@ class MetricsLogger:
             for sink in self.sinks:
                 sink.event(text, step)
         self._drops_seen = len(drops)
+        events = getattr(optimizer, "events", None)  # Pilot's decisions
+        if isinstance(events, list):
+            seen = self._events_seen.get(id(optimizer), 0)
+            for ev in events[seen:]:
+                for sink in self.sinks:
+                    sink.event(f"Pilot {ev.kind} at step {ev.step} ({ev.value:.4g}): {ev.why}", step)
+            self._events_seen[id(optimizer)] = len(events)
         return metrics

@@ -1,0 +1,551 @@
+"""``Pilot``: an AdamW that decides its learning rate and its schedule from what it measures.
+
+``Pilot(model.parameters())`` is the whole call: no LR, no scheduler, no ``train()``/``eval()`` switch, no epoch
+hook. Two decisions are taken during training, each from a published signal (docs/pilot.md has the figures
+behind every default):
+
+1. **The LR scale** -- Prodigy's distance estimate (Mishchenko & Defazio, "Prodigy: An Expeditiously Adaptive
+   Parameter-Free Learner", ICML 2024, arXiv:2306.06101, the Adam version; as in the authors' ``prodigyopt`` 1.1
+   with its defaults: no bias correction, unlimited growth, ``beta3 = sqrt(beta2)``)::
+
+       r_k   = beta3 r_{k-1} + (d_k / d_0) eta_k <g_k, x_0 - x_k>          (numerator)
+       s_k   = beta3 s_{k-1} + (d_k / d_0) eta_k g_k                        (a parameter-sized buffer)
+       d_{k+1} = max(d_k, r_k / ||s_k||_1)
+       m_k = beta1 m_{k-1} + d_k (1 - beta1) g_k,   v_k = beta2 v_{k-1} + d_k^2 (1 - beta2) g_k^2
+       x_{k+1} = x_k - eta_k lambda x_k - eta_k m_k / (sqrt(v_k) + d_k eps),    eta_k = d_k f_k c
+
+   ``d`` starts at ``lr`` (the user's guess, default 1e-6: Prodigy's ``d0``) and only grows (and only while
+   ``f = 1``): the estimate is a lower bound on the distance to the solution, so a guess below the right LR is
+   corrected within tens of steps; a guess *above* it is kept (docs/pilot.md measures how far that holds).
+   ``c`` is the param group's ``lr`` at construction, a multiplier (1.0), as in Prodigy; ``f_k`` is the schedule
+   factor below.
+
+2. **The schedule** ``f_k``:
+
+   * ``total_steps`` given: warmup-stable-decay -- ``f = 1`` until the last ``cooldown`` fraction of the budget
+     (default 0.2), then linear to 0 at ``total_steps`` (Hägele et al., "Scaling Laws and Compute-Optimal Training
+     Beyond Fixed Training Durations", NeurIPS 2024, section 3: a 20% linear cooldown matches cosine; Ren, Ma &
+     Ying: keep the large LR long and decay late). Prodigy's own ramp from ``d0`` is the warmup.
+   * no budget ("anytime"): ``f = drop_factor ** drops``, the drops decided from two signals read at the end of
+     measurement windows that grow with training (``W = max(1, t // 20)`` steps, so the same rule serves 20 and
+     100k steps): (a) the estimate has *settled* -- ``d`` grew less than 5% over the last 3/4 of the run (not
+     judged before step 100); (b) the steps have stalled -- the mean over the last ``window`` windows of the
+     descent alignment ``cos(g_k, u_{k-1})`` (a step's gradient against the previous update's direction) is
+     below zero with confidence (:class:`~lrpilot.saturation.StalledDescentTest`: Pflug's stationarity
+     diagnostic, Chee & Toulis, AISTATS 2018, tested with a confidence bound as in SASA, Lang, Zhang & Xiao,
+     NeurIPS 2019). A drop also waits until the step count is ``hold`` (4) times that of the last drop (the
+     first: of the settling): late decay (Ren, Ma & Ying), each phase three times as long as all before it. The
+     estimate is frozen from the first drop (or the cooldown) on: it is the scale at the full LR.
+
+Every decision is visible: :meth:`Pilot.effective_lr` (the protocol of :mod:`lrpilot.telemetry`),
+:meth:`Pilot.metrics` and :attr:`Pilot.events` (a :class:`PilotEvent` for each change of scale by a factor 2,
+each drop, the start of the cooldown and each skipped step).
+
+Guarantees: a step whose gradients hold NaN/inf changes nothing (one host read per step, as ``GradScaler``'s);
+``state_dict()`` round-trips bitwise; under DDP every rank takes the same decisions (the gradients are already
+averaged); under FSDP2 (DTensor parameters) the sums of the estimate and of the angle are all-reduced; the
+``foreach`` path (default where torch has the kernels) has a per-tensor for-loop twin (``foreach=False``) that
+the tests compare to.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ._torch_compat import foreach_by_default, group_tensors_by_device_and_dtype
+from ._validation import check_number
+from .saturation import StalledDescentTest
+from .telemetry import EffectiveLR
+
+__all__ = ["Pilot", "PilotEvent"]
+
+#: the first measurement windows are this many steps; later ones ``t // WINDOW_DIVISOR`` steps.
+WINDOW_DIVISOR = 20
+#: the estimate is settled once it grew less than ``SETTLE_GROWTH`` over the last ``1 - 1/SETTLE_RATIO`` of the run
+SETTLE_RATIO = 4
+SETTLE_GROWTH = 1.05
+#: ... and not before this step: Prodigy's estimate rises in jumps over its first tens of steps
+MIN_SETTLE_STEPS = 100
+
+
+@dataclass(frozen=True)
+class PilotEvent:
+    """One decision: ``kind`` (``"scale"``: the estimate doubled; ``"settled"``: it stopped growing; ``"drop"``;
+    ``"cooldown"``: the budget's decay began; ``"skip"``: a non-finite gradient), the optimizer ``step`` at which it
+    was taken, the measured ``value`` behind it (the estimate ``d``, or the alignment at a drop, or the gradient's
+    squared norm at a skip) and ``why`` in words."""
+
+    step: int
+    kind: str
+    value: float
+    why: str
+
+
+def _local(t: Tensor) -> Tensor:
+    to_local = getattr(t, "to_local", None)  # a DTensor (FSDP2): this rank's shard
+    return to_local() if callable(to_local) else t
+
+
+class Pilot(Optimizer):
+    """AdamW with Prodigy's LR estimate and a schedule it decides itself (module docstring: the rules, sources).
+
+    Args:
+        params: the parameters, or param-group dicts (a group's ``lr`` at construction, default 1.0, is its
+            multiplier of the decided LR; later changes of a group's ``lr``, e.g. by an LR scheduler, are ignored
+            with a warning: Pilot decides the schedule).
+        total_steps: the budget in optimizer steps, when known: warmup-stable-decay over it. ``None``: anytime
+            mode, the LR is dropped when the estimate has settled and the steps have stalled (module docstring).
+        lr: a guess of the learning rate; only where the search starts (Prodigy's ``d0``). It cannot lower the
+            LR below what the estimate finds, only the steps it takes to find it.
+        weight_decay: decoupled weight decay, multiplied by the decided LR as in AdamW.
+        betas: Adam's ``(beta1, beta2)``.
+        beta3: decay of the estimate's sums; ``None``: ``sqrt(beta2)`` (Prodigy's default).
+        eps: Adam's epsilon (scaled by ``d`` as in Prodigy).
+        cooldown: the fraction of ``total_steps`` over which the LR decays linearly to 0.
+        drop_factor: anytime mode's LR factor per drop.
+        hold: anytime mode's hold: a drop waits until the step count is ``hold`` times the step of the last drop
+            (the first: of the step the estimate settled), so that each phase is ``hold - 1`` times as long as
+            all before it.
+        window: anytime mode's number of measurement windows the stalled-descent test looks at.
+        threshold: the test's bound in standard errors (1.28: the mean alignment is negative at one-sided 10%).
+        foreach: use the ``torch._foreach_*`` path (``None``: where torch has the kernels).
+    """
+
+    def __init__(self, params: Iterable[Any], *, total_steps: int | None = None, lr: float = 1e-6,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), beta3: float | None = None,
+                 eps: float = 1e-8, cooldown: float = 0.2, drop_factor: float = 0.3, hold: float = 4.0,
+                 window: int = 10, threshold: float = 1.28, foreach: bool | None = None) -> None:
+        if total_steps is not None:
+            check_number("total_steps", total_steps, low=1, integer=True)
+        check_number("lr", lr, low=0, low_open=True)
+        check_number("weight_decay", weight_decay, low=0)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for name, beta in zip(("betas[0]", "betas[1]"), betas):
+            check_number(name, beta, low=0, high=1, high_open=True)
+        if beta3 is not None:
+            check_number("beta3", beta3, low=0, high=1, high_open=True)
+        check_number("eps", eps, low=0)
+        check_number("cooldown", cooldown, low=0, high=1, low_open=True)
+        check_number("drop_factor", drop_factor, low=0, high=1, low_open=True, high_open=True)
+        check_number("hold", hold, low=1, low_open=True)
+        check_number("window", window, low=3, integer=True)
+        check_number("threshold", threshold, low=0, low_open=True)
+        defaults = {"lr": 1.0, "weight_decay": float(weight_decay), "betas": (float(betas[0]), float(betas[1])),
+                    "eps": float(eps), "foreach": foreach}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._init_multiplier(group)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.d0 = float(lr)
+        self.beta3 = math.sqrt(float(betas[1])) if beta3 is None else float(beta3)
+        self.cooldown = float(cooldown)
+        self.drop_factor = float(drop_factor)
+        self.hold = float(hold)
+        self.events: list[PilotEvent] = []
+        self.test = StalledDescentTest(threshold=threshold, window=window)
+        device = self._device()
+        # the controller's tensors: the estimate d, its running numerator r, the schedule factor f, the step count
+        self._scalars = {"d": torch.tensor(self.d0, dtype=torch.float64, device=device),
+                         "numerator": torch.zeros((), dtype=torch.float64, device=device),
+                         "factor": torch.ones((), dtype=torch.float64, device=device),
+                         "align_sum": torch.zeros((), dtype=torch.float64, device=device),
+                         "align_count": torch.zeros((), dtype=torch.float64, device=device),
+                         "estimating": torch.ones((), dtype=torch.float64, device=device)}
+        self.steps = 0
+        self.drops = 0
+        self._scale_mark = self.d0  # the d of the last "scale" event
+        self._last_drop = 0
+        self._next_measure = 1
+        self._d_history: list[tuple[int, float]] = []  # (step, d) at the window ends of the last 3/4 of the run
+        self._settled_from: int | None = None  # the step the estimate settled: the first drop waits as long again
+        self._last_alignment: float | None = None
+        self._lr_seen = [group["lr"] for group in self.param_groups]  # the group lr a scheduler would change
+        self._warned_multiplier = False
+        self._warned_past_budget = False
+        self._sharded = any(callable(getattr(p, "to_local", None)) for g in self.param_groups for p in g["params"])
+        if self.total_steps is not None:
+            self._apply_schedule()
+
+    def _init_multiplier(self, group: dict[str, Any]) -> None:
+        check_number("param group lr (a multiplier of Pilot's LR)", group["lr"], low=0)
+        group.setdefault("lr_multiplier", float(group["lr"]))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``; the group's ``lr`` (default 1.0) is its multiplier of Pilot's LR."""
+        super().add_param_group(param_group)
+        if hasattr(self, "_lr_seen"):  # after __init__
+            self._init_multiplier(self.param_groups[-1])
+            self._lr_seen.append(self.param_groups[-1]["lr"])
+
+    # --------------------------------------------------------------------------------------------- reading
+    def _device(self) -> torch.device:
+        for group in self.param_groups:
+            for p in group["params"]:
+                return _local(p).device
+        return torch.device("cpu")
+
+    @property
+    def d(self) -> float:
+        """The current LR estimate (Prodigy's ``d``)."""
+        return float(self._scalars["d"])
+
+    @property
+    def factor(self) -> float:
+        """The current schedule factor ``f`` (1 until the cooldown or the first drop)."""
+        return float(self._scalars["factor"])
+
+    def effective_lr(self) -> list[EffectiveLR]:
+        """Per param group the LR applied at the next step: ``d x f x`` the group's multiplier."""
+        base = self.d * self.factor
+        return [EffectiveLR(base * g["lr_multiplier"], base * g["lr_multiplier"], base * g["lr_multiplier"])
+                for g in self.param_groups]
+
+    def metrics(self) -> dict[str, float]:
+        """What Pilot measured and decided, for a logger (:func:`lrpilot.telemetry.lrpilot_metrics` reads it)."""
+        out = {"pilot/d": self.d, "pilot/factor": self.factor, "pilot/drops": float(self.drops)}
+        if self._last_alignment is not None:
+            out["pilot/alignment"] = self._last_alignment
+        return out
+
+    # ------------------------------------------------------------------------------------------------ state
+    def _init_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                    exp_avg_sqs: list[Tensor], s_list: list[Tensor], p0s: list[Tensor]) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("Pilot does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["s"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["p0"] = p.detach().clone(memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            s_list.append(state["s"])
+            p0s.append(state["p0"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's optimizer state plus the controller's (``"pilot"``): estimate, schedule, test, events."""
+        out = super().state_dict()
+        out["pilot"] = {
+            "scalars": {k: v.detach().clone() for k, v in self._scalars.items()},
+            "steps": self.steps, "drops": self.drops, "scale_mark": self._scale_mark, "last_drop": self._last_drop,
+            "next_measure": self._next_measure, "d_history": [list(e) for e in self._d_history],
+            "settled_from": self._settled_from,
+            "last_alignment": self._last_alignment,
+            "test": self.test.state_dict(), "events": [asdict(e) for e in self.events],
+            "config": {"total_steps": self.total_steps, "d0": self.d0, "beta3": self.beta3,
+                       "cooldown": self.cooldown, "drop_factor": self.drop_factor},
+        }
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; refuses one without Pilot's controller state (another optimizer's)."""
+        if "pilot" not in state_dict:
+            raise ValueError("this state_dict has no 'pilot' entry: it was not written by Pilot.state_dict() "
+                             f"(keys: {sorted(state_dict)})")
+        own = state_dict["pilot"]
+        missing = {"scalars", "steps", "drops", "test", "events", "config"} - set(own)
+        if missing:
+            raise ValueError(f"Pilot state_dict's 'pilot' entry is missing {sorted(missing)}")
+        if own["config"].get("total_steps") != self.total_steps:
+            warnings.warn(f"Pilot.load_state_dict: the checkpoint was written with total_steps="
+                          f"{own['config'].get('total_steps')}, this optimizer has {self.total_steps}; the schedule "
+                          "follows this optimizer's", UserWarning, stacklevel=2)
+        torch_state = {k: v for k, v in state_dict.items() if k != "pilot"}
+        test = StalledDescentTest(threshold=self.test.threshold, window=self.test.window)
+        test.load_state_dict(own["test"])  # validates its keys; nothing of self has changed yet
+        super().load_state_dict(torch_state)  # torch checks the layout before changing anything
+        self.test = test
+        saved_d0 = float(own["config"].get("d0", self.d0))
+        if saved_d0 != self.d0:
+            warnings.warn(f"Pilot.load_state_dict: the checkpoint's estimate started at lr={saved_d0}, this optimizer "
+                          f"at lr={self.d0}; the checkpoint's start is used (the estimate's sums are relative to it)",
+                          UserWarning, stacklevel=2)
+            self.d0 = saved_d0
+        device = self._device()
+        for key, value in {"estimating": torch.ones(()), **own["scalars"]}.items():
+            self._scalars[key] = value.detach().clone().to(device=device, dtype=torch.float64)
+        self.steps = int(own["steps"])
+        self.drops = int(own["drops"])
+        self._scale_mark = float(own["scale_mark"])
+        self._last_drop = int(own["last_drop"])
+        self._next_measure = int(own["next_measure"])
+        self._d_history = [(int(t), float(v)) for t, v in own["d_history"]]
+        self._settled_from = own["settled_from"]
+        self._last_alignment = own["last_alignment"]
+        self.events = [PilotEvent(**e) for e in own["events"]]
+        self._lr_seen = [group["lr"] for group in self.param_groups]
+
+    # ------------------------------------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One Pilot step (module docstring); a step whose gradients hold NaN/inf is skipped, state unchanged."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._check_multipliers()
+        groups = []
+        for group in self.param_groups:
+            lists: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+            self._init_group(group, *lists)
+            if lists[0]:
+                groups.append((group, lists))
+        if not groups:
+            return loss
+        d = self._scalars["d"]
+        factor = self._scalars["factor"]
+        measure = self.total_steps is None
+        calls = []  # (bucket of local tensor lists, math function, keyword arguments) per group and (device, dtype)
+        for group, lists in groups:
+            local = [[_local(t) for t in ts] for ts in lists]
+            use_foreach = group["foreach"] if group["foreach"] is not None else foreach_by_default(local[0])
+            # one call per (device, dtype), as torch's foreach optimizers: each scalar is cast to its tensors' dtype
+            buckets = [b for b, _ in group_tensors_by_device_and_dtype(local).values()] if use_foreach else [local]
+            kwargs = {"d": d, "d0": self.d0, "dlr": d * factor * group["lr_multiplier"], "beta1": group["betas"][0],
+                      "beta2": group["betas"][1], "beta3": self.beta3, "weight_decay": group["weight_decay"],
+                      "eps": group["eps"]}
+            calls += [(cast(Any, bucket), use_foreach, kwargs) for bucket in buckets]
+        # 1. read: the estimate's numerator and, in anytime mode, the alignment's sums (nothing changes yet)
+        reads = torch.stack([torch.stack((_multi_tensor_reads if fe else _single_tensor_reads)(*bucket, measure=measure,
+                                                                                               **kw)).to(d.device)
+                             for bucket, fe, kw in calls]).sum(0)
+        if self._sharded:  # per-shard sums -> sums over the whole model (DDP needs none: replicated)
+            torch.distributed.all_reduce(reads)
+        if not self._before_update(reads):
+            return loss
+        # 2. update the moments, s and the parameters
+        denom = torch.stack([(_multi_tensor_pilot if fe else _single_tensor_pilot)(*bucket, **kw).to(d.device)
+                             for bucket, fe, kw in calls]).sum()
+        if self._sharded:
+            torch.distributed.all_reduce(denom)
+        numerator_delta, g_sq, dot, sq_u = reads.unbind()
+        numerator = self._scalars["numerator"]
+        numerator.mul_(self.beta3).add_(numerator_delta)
+        # the scale is estimated at the full LR only (docs/pilot.md): "estimating" is 1 until the first drop or the
+        # cooldown (a tensor set host-side, so that a compiled step has no branch on it)
+        d_hat = torch.nan_to_num(numerator / denom.clamp_min(torch.finfo(torch.float64).tiny), nan=0.0, posinf=0.0,
+                                 neginf=0.0)
+        d.copy_(torch.where(self._scalars["estimating"] > 0, torch.maximum(d, d_hat), d))
+        if measure:
+            zero = torch.zeros((), dtype=torch.float64, device=d.device)
+            cosine = dot / (g_sq.sqrt() * sq_u.sqrt()).clamp_min(torch.finfo(torch.float64).tiny)
+            self._scalars["align_sum"].add_(torch.where(sq_u > 0, cosine, zero))
+            self._scalars["align_count"].add_((sq_u > 0).double())
+        self._after_step()
+        return loss
+
+    @torch.compiler.disable  # host-side bookkeeping: always eager, also inside a compiled step
+    def _after_step(self) -> None:
+        """Count the step, set the next step's schedule factor, take the window-end decisions."""
+        self.steps += 1
+        self._apply_schedule()
+        self._decide()
+        if not self.factor_is_one:
+            self._scalars["estimating"].zero_()
+
+    @torch.compiler.disable  # the one host read per step; always eager, also inside a compiled step
+    def _before_update(self, reads: Tensor) -> bool:
+        """Whether the step may go on: False (a ``skip`` event) when the reads are non-finite -- a NaN/inf gradient
+        makes them NaN; warns once when stepping past ``total_steps``."""
+        if not bool(torch.isfinite(reads).all()):
+            self.events.append(PilotEvent(self.steps, "skip", float("nan"), "non-finite gradient: step skipped"))
+            return False
+        if self.total_steps is not None and self.steps >= self.total_steps and not self._warned_past_budget:
+            self._warned_past_budget = True
+            warnings.warn(f"Pilot: step {self.steps + 1} is past total_steps={self.total_steps}; the LR stays 0. "
+                          "Pass the real budget, or total_steps=None for the anytime schedule", UserWarning,
+                          stacklevel=4)
+        return True
+
+    @property
+    def factor_is_one(self) -> bool:
+        """Whether the schedule is still at its full LR (before the cooldown; host-side, no device read)."""
+        if self.total_steps is None:
+            return self.drops == 0
+        return self.steps < self._cooldown_start()
+
+    # --------------------------------------------------------------------------------------------- decisions
+    @torch.compiler.disable  # host-side bookkeeping: always eager, also inside a compiled step
+    def _check_multipliers(self) -> None:
+        """A param group's ``lr`` changed since construction (an LR scheduler): warn once, and ignore it."""
+        seen = [group["lr"] for group in self.param_groups]
+        if seen != self._lr_seen and not self._warned_multiplier:
+            self._warned_multiplier = True
+            warnings.warn(f"Pilot: a param group's 'lr' changed from {self._lr_seen} to {seen}, probably by an LR "
+                          "scheduler. Pilot decides the LR and the schedule itself and ignores the change (read the "
+                          "LR it applies with effective_lr()). Use no scheduler (Hugging Face: "
+                          "lr_scheduler_type='constant'); to pass a budget, Pilot(..., total_steps=N)",
+                          UserWarning, stacklevel=3)
+        self._lr_seen = seen
+
+    def _cooldown_start(self) -> int:
+        assert self.total_steps is not None
+        return self.total_steps - max(1, round(self.cooldown * self.total_steps))
+
+    @torch.compiler.disable  # host-side bookkeeping: always eager, also inside a compiled step
+    def _apply_schedule(self) -> None:
+        """Set ``f`` for the next step (``self.steps`` steps done): the budget's cooldown; in anytime mode ``f``
+        moves only at a drop. Called at construction and after each step, so that :meth:`effective_lr` read
+        between steps is the LR the next step applies."""
+        if self.total_steps is None:
+            return
+        total, t, start = self.total_steps, self.steps, self._cooldown_start()
+        if t == start:
+            self.events.append(PilotEvent(t, "cooldown", self.d, f"last {total - start} of {total} steps: linear "
+                                          "decay to 0"))
+        value = 1.0 if t < start else max(0.0, (total - t) / (total - start))
+        self._scalars["factor"].fill_(value)
+
+    @torch.compiler.disable  # host-side bookkeeping: always eager, also inside a compiled step
+    def _decide(self) -> None:
+        """At the end of each measurement window (``W = max(1, t // 20)`` steps): record the estimate's growth; in
+        anytime mode feed the window's mean descent alignment to the test and drop when it says so."""
+        if self.steps < self._next_measure:
+            return
+        self._next_measure = self.steps + max(1, self.steps // WINDOW_DIVISOR)
+        d = self.d  # host reads at window ends only
+        self._d_history.append((self.steps, d))
+        self._d_history = [(t, v) for t, v in self._d_history if t * SETTLE_RATIO >= self.steps]
+        t0, d_then = self._d_history[0]
+        if self._settled_from is None and self.steps >= MIN_SETTLE_STEPS and d <= SETTLE_GROWTH * d_then:
+            self._settled_from = self.steps  # flat over the last 3/4 of the run: the scale is found
+            self.events.append(PilotEvent(self.steps, "settled", d, f"estimate grew less than "
+                                          f"{SETTLE_GROWTH - 1:.0%} since step {t0}"))
+        if d >= 2 * self._scale_mark:
+            self.events.append(PilotEvent(self.steps, "scale", d, f"estimate grew to {d:.3g} "
+                                          f"({d / self.d0:.3g}x the start)"))
+            while d >= 2 * self._scale_mark:
+                self._scale_mark *= 2
+        if self.total_steps is not None:
+            return
+        count = float(self._scalars["align_count"])
+        if count == 0:
+            return
+        alignment = float(self._scalars["align_sum"]) / count
+        self._scalars["align_sum"].zero_()
+        self._scalars["align_count"].zero_()
+        self._last_alignment = alignment
+        self.test.observe(alignment)
+        if self._settled_from is None:
+            return
+        reference = self._last_drop if self.drops else self._settled_from
+        if self.steps >= self.hold * reference and self.test.saturated():
+            self.drops += 1
+            self._last_drop = self.steps
+            self._scalars["factor"].mul_(self.drop_factor)
+            self.test.reset()
+            self.events.append(PilotEvent(self.steps, "drop", alignment, "steps no longer agree with the gradients "
+                                          f"that follow them (mean alignment {alignment:.3g} over the last "
+                                          f"{self.test.window} windows): LR x{self.drop_factor}"))
+
+
+# ------------------------------------------------------------------------------------------------- the math
+# Both paths keep the scalars (d, eta, the factors) as 0-dim tensors, so that a compiled step never sees a changing
+# Python number, and reduce in the parameters' dtype (as prodigyopt's ``torch.dot``), accumulating across tensors in
+# float64. ``_single_tensor_pilot`` is the reference the tests compare ``_multi_tensor_pilot`` to.
+def _scalars(d: Tensor, d0: float, dlr: Tensor, beta1: float, beta2: float, eps: float, dtype: torch.dtype
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(d (1 - beta1), d^2 (1 - beta2), (d / d0) eta, eta, d eps), each cast once to ``dtype``."""
+    return ((d * (1 - beta1)).to(dtype), (d * d * (1 - beta2)).to(dtype), (d / d0 * dlr).to(dtype), dlr.to(dtype),
+            (d * eps).to(dtype))
+
+
+def _single_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                         beta2: float, beta3: float, weight_decay: float, eps: float,
+                         measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """What a step reads before it changes anything, one tensor at a time: ``(d/d0) eta sum <g, x0 - x>`` (the
+    estimate's numerator increment), and in anytime mode ``||g||^2``, ``<g, u_prev>`` and ``||u_prev||^2`` with
+    ``u_prev = m / (sqrt(v) + d eps)``, the previous step's direction (zeros otherwise). A NaN/inf gradient makes
+    the numerator non-finite (``0 * inf`` is NaN too), which is how the step detects it."""
+    zero = torch.zeros((), dtype=torch.float64, device=d.device)
+    num, g_sq, dot, sq_u = zero, zero, zero, zero
+    for p, g, m, v, p0 in zip(params, grads, exp_avgs, exp_avg_sqs, p0s, strict=True):
+        g_flat = g.reshape(-1)
+        num = num + torch.dot(g_flat, (p0 - p).reshape(-1)).double()
+        if measure:
+            u = (m / v.sqrt().add_((d * eps).to(p.dtype) + torch.finfo(p.dtype).tiny)).reshape(-1)
+            g_sq = g_sq + torch.dot(g_flat, g_flat).double()
+            dot = dot + torch.dot(g_flat, u).double()
+            sq_u = sq_u + torch.dot(u, u).double()
+    return num * (d / d0 * dlr), g_sq, dot, sq_u
+
+
+def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                        beta2: float, beta3: float, weight_decay: float, eps: float,
+                        measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_single_tensor_reads` with ``torch._foreach_*`` kernels (one device and dtype)."""
+    zero = torch.zeros((), dtype=torch.float64, device=d.device)
+
+    def sum_of_dots(xs: list[Tensor] | tuple[Tensor, ...], ys: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+        return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)]).double().sum()
+
+    num = sum_of_dots(grads, torch._foreach_sub(p0s, params))
+    g_sq = dot = sq_u = zero
+    if measure:
+        u = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(u, (d * eps).to(params[0].dtype) + torch.finfo(params[0].dtype).tiny)
+        torch._foreach_div_(u, exp_avgs)  # (sqrt(v) + d eps) / m ...
+        torch._foreach_reciprocal_(u)  # ... inverted: m / (sqrt(v) + d eps), one temporary list
+        g_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()
+        dot = sum_of_dots(grads, u)
+        sq_u = torch.stack(torch._foreach_norm(u)).double().pow(2).sum()
+    return num * (d / d0 * dlr), g_sq, dot, sq_u
+
+
+def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                         beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
+    """The update, one tensor at a time: Adam's moments scaled by ``d``, ``s``, decoupled weight decay and the
+    step. Returns ``||s||_1`` (the estimate's denominator) over these tensors."""
+    den = torch.zeros((), dtype=torch.float64, device=d.device)
+    cache: dict[torch.dtype, tuple[Tensor, ...]] = {}
+    for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, s_list, strict=True):
+        if p.dtype not in cache:
+            cache[p.dtype] = _scalars(d, d0, dlr, beta1, beta2, eps, p.dtype)
+        c1, c2, cs, step, d_eps = cache[p.dtype]
+        m.mul_(beta1).addcmul_(g, c1)
+        v.mul_(beta2).addcmul_(g, g * c2)
+        s.mul_(beta3).addcmul_(g, cs)
+        den = den + s.norm(1).double()
+        p.mul_(1 - step * weight_decay)
+        denom = v.sqrt().add_(d_eps).div_(step)  # p -= eta m / (sqrt(v) + d eps)
+        p.addcdiv_(m, denom, value=-1)
+    return den
+
+
+def _multi_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                        beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
+    """The ``torch._foreach_*`` path (one device and dtype): the math of :func:`_single_tensor_pilot` in a few
+    fused kernels over the whole list."""
+    c1, c2, cs, step, d_eps = _scalars(d, d0, dlr, beta1, beta2, eps, params[0].dtype)
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_addcmul_(exp_avgs, grads, [c1] * len(grads))
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, torch._foreach_mul(grads, c2))
+    torch._foreach_mul_(s_list, beta3)
+    torch._foreach_addcmul_(s_list, grads, [cs] * len(grads))
+    den = torch.stack(torch._foreach_norm(s_list, 1)).double().sum()
+    torch._foreach_mul_(params, 1 - step * weight_decay)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, d_eps)
+    torch._foreach_div_(denom, step)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, -1)
+    return den
