@@ -5,6 +5,8 @@
     trainer = Trainer(model, args, train_dataset=ds, callbacks=[AutoDropCallback(window_steps=500)])
     trainer = Trainer(model, args, train_dataset=ds, optimizers=(ActiveAdamW(...), None),
                       callbacks=[ActiveLRCallback()])
+    trainer = Trainer(model, args, train_dataset=ds, optimizers=(Pilot(model.parameters()), None),
+                      callbacks=[PilotCallback()])
 
 * The Trainer owns an LR scheduler of its own; AutoDrop needs it to be ``"constant"`` (checked when training
   begins: ``lr_scheduler_type``, and a scheduler passed in ``optimizers=`` must not change the LR; a warmup is
@@ -25,6 +27,10 @@
 * ActiveLR: pass ``optimizers=(ActiveAdamW(...), None)`` with ``lr_scheduler_type="constant"`` and add
   :class:`ActiveLRCallback`, which ends each ActiveLR epoch with the Trainer's epoch (when the optimizer has no
   ``steps_per_epoch``) and logs the effective LR: the Trainer's own ``learning_rate`` is the base LR only.
+* Pilot: pass ``optimizers=(Pilot(model.parameters()), None)`` with ``lr_scheduler_type="constant"`` and add
+  :class:`PilotCallback`, which logs the LR Pilot applies and its measurements at the Trainer's logging steps,
+  each of Pilot's decisions once at the step it was taken, and makes the Trainer's ``learning_rate`` the LR
+  Pilot applied (the group ``lr`` is Pilot's multiplier, 1.0).
 """
 
 from __future__ import annotations
@@ -44,10 +50,11 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from .._validation import check_number
 from ..autodrop import AutoDrop
+from ..pilot import Pilot
 from ..telemetry import lr_value
 from .logging import lrpilot_metrics
 
-__all__ = ["STATE_KEY", "ActiveLRCallback", "AutoDropCallback"]
+__all__ = ["STATE_KEY", "ActiveLRCallback", "AutoDropCallback", "PilotCallback"]
 
 #: Key of the callback's state in the first param group of the Trainer's ``optimizer.state_dict()``.
 STATE_KEY = "lrpilot_autodrop"
@@ -346,3 +353,147 @@ class ActiveLRCallback(_LrpilotCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
         self.optimizer, self._trainer = None, None
+
+
+def _event_rows(events: list[Any], prefix: str = "") -> list[dict[str, float]]:
+    """Pilot events as rows of metrics, ``{prefix}pilot/event_<kind>: value``; a kind seen twice starts a new row."""
+    rows: list[dict[str, float]] = [{}]
+    for event in events:
+        key = f"{prefix}pilot/event_{event.kind}"
+        if key in rows[-1]:
+            rows.append({})
+        rows[-1][key] = float(event.value)
+    return [row for row in rows if row]
+
+
+def _last_lr_holder(lr_scheduler: Any) -> Any:
+    """The torch LR scheduler whose ``get_last_lr()`` the Trainer logs (inside accelerate's wrapper), or None."""
+    while lr_scheduler is not None and not isinstance(getattr(lr_scheduler, "_last_lr", None), list):
+        lr_scheduler = getattr(lr_scheduler, "scheduler", None)
+    return lr_scheduler
+
+
+class PilotCallback(_LrpilotCallback):
+    """Report :class:`lrpilot.Pilot`'s LR and decisions to the Trainer's loggers
+    (``optimizers=(Pilot(model.parameters()), None)``).
+
+    * At each of the Trainer's logging steps (its ``logging_strategy``, ``logging_steps``,
+      ``logging_first_step``), or every ``log_every`` optimizer steps when given, :func:`lrpilot_metrics` of Pilot
+      go through ``Trainer.log`` to ``state.log_history`` and every ``report_to`` integration: ``lr/group{i}`` (the
+      LR the next step applies: ``d x factor x`` the group's multiplier; ``lr_min``/``lr_max`` the same),
+      ``pilot/d``, ``pilot/factor``, ``pilot/drops`` and ``pilot/alignment``.
+    * Each new :class:`~lrpilot.PilotEvent` (``scale``, ``settled``, ``drop``, ``cooldown``, ``skip``) is logged
+      once, as ``pilot/event_<kind>`` = its value, at the optimizer step it was taken, whatever the logging
+      steps. Events restored with the optimizer by ``resume_from_checkpoint`` were reported by the run that
+      saved the checkpoint and are not reported again; nothing else needs checkpointing (Pilot's own state is in
+      the Trainer's ``optimizer.pt``).
+    * The Trainer's own ``learning_rate`` log is its scheduler's last LR, Pilot's group multiplier (1.0): before
+      each optimizer step whose logs the Trainer may write, the callback sets that scheduler's last LR to the LR
+      Pilot applies at the step, so ``learning_rate`` shows it (transformers 5.x, which reads it right after the
+      optimizer step; the group ``lr`` Pilot reads is not touched).
+
+    Refuses (``ValueError`` when training begins) a Trainer whose optimizer is not a Pilot; warns when
+    ``lr_scheduler_type`` is not ``"constant"`` (Pilot ignores the Trainer's schedule), when Pilot's
+    ``total_steps`` is not the Trainer's number of optimizer steps, and when nothing would be logged
+    (``logging_strategy="no"`` without ``log_every``).
+
+    Args:
+        log_every: log every this many optimizer steps (``state.global_step``: gradient accumulation counts once
+            per optimizer step) instead of at the Trainer's logging steps.
+    """
+
+    def __init__(self, log_every: int | None = None) -> None:
+        if log_every is not None:
+            check_number("log_every", log_every, low=1, integer=True)
+        self.log_every = log_every
+        self.optimizer: Pilot | None = None
+        self._lr_scheduler: Any = None
+        self._reported = 0  # how many of the optimizer's events have been reported
+        self._logged_step: int | None = None  # the global step of the last metrics logged
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       optimizer: torch.optim.Optimizer | None = None, lr_scheduler: Any = None,
+                       **kwargs: Any) -> None:
+        inner = _unwrap(optimizer)
+        if not isinstance(inner, Pilot):
+            raise ValueError(
+                f"PilotCallback needs lrpilot.Pilot as the Trainer's optimizer, the Trainer's optimizer is "
+                f"{type(inner).__name__}: pass optimizers=(lrpilot.Pilot(model.parameters()), None) with "
+                "lr_scheduler_type='constant'")
+        kind = _scheduler_kind(args)
+        if kind != "constant":
+            warnings.warn(
+                f"PilotCallback: the Trainer's lr_scheduler_type={kind!r} builds a schedule that Pilot ignores: Pilot "
+                "decides its LR and schedule itself (it warns once when the schedule changes a group's lr). Pass "
+                "lr_scheduler_type='constant'; to give Pilot the budget, Pilot(..., total_steps=max_steps)",
+                UserWarning, stacklevel=2)
+        elif not _is_constant(lr_scheduler):
+            warnings.warn(
+                f"PilotCallback: the Trainer's LR scheduler is a {type(lr_scheduler).__name__} that changes the LR "
+                "(one passed in Trainer(optimizers=(optimizer, scheduler))?): Pilot ignores it. Pass "
+                "optimizers=(pilot, None)", UserWarning, stacklevel=2)
+        if inner.total_steps is not None and state.max_steps and inner.total_steps != state.max_steps:
+            warnings.warn(
+                f"PilotCallback: Pilot(total_steps={inner.total_steps}) but the Trainer makes {state.max_steps} "
+                "optimizer steps: Pilot's cooldown is planned for its own budget. Pass "
+                f"Pilot(..., total_steps={state.max_steps}), or total_steps=None for the anytime schedule",
+                UserWarning, stacklevel=2)
+        if self.log_every is None and str(getattr(args.logging_strategy, "value", args.logging_strategy)) == "no":
+            warnings.warn("PilotCallback: logging_strategy='no', so only Pilot's events are logged; pass "
+                          "logging_strategy='steps' or PilotCallback(log_every=N) for its LR and measurements",
+                          UserWarning, stacklevel=2)
+        self._begin(state)
+        self.optimizer, self._lr_scheduler = inner, lr_scheduler
+        # a resumed (or continued) optimizer's events were reported by the run that took them
+        self._reported = len(inner.events) if state.global_step > 0 or inner.steps > 0 else 0
+        self._logged_step = None
+
+    def _trainer_may_log(self, args: TrainingArguments, state: TrainerState, step: int) -> bool:
+        """Whether the Trainer may log its ``learning_rate`` after optimizer step ``step`` (DefaultFlowCallback's
+        rule; with ``logging_strategy="epoch"`` any step may end an epoch)."""
+        strategy = str(getattr(args.logging_strategy, "value", args.logging_strategy))
+        if strategy == "steps":
+            every = state.logging_steps or args.logging_steps
+            return (bool(every) and step % int(every) == 0) or (step == 1 and bool(args.logging_first_step))
+        return strategy != "no"
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                              **kwargs: Any) -> None:
+        if self.optimizer is None or not self._trainer_may_log(args, state, state.global_step + 1):
+            return
+        holder = _last_lr_holder(self._lr_scheduler)
+        lrs = [eff.mean for eff in self.optimizer.effective_lr()]  # what this step applies
+        if holder is not None and len(holder._last_lr) == len(lrs):
+            holder._last_lr = lrs
+
+    def _report(self, state: TrainerState, *, metrics: bool) -> None:
+        assert self.optimizer is not None
+        rows: list[dict[str, float]] = []
+        if metrics and state.global_step != self._logged_step:
+            self._logged_step = state.global_step
+            rows.append(lrpilot_metrics(self.optimizer))
+        events = self.optimizer.events
+        if len(events) > self._reported:
+            new = _event_rows(events[self._reported:])
+            self._reported = len(events)
+            if rows:
+                rows[0].update(new.pop(0))
+            rows.extend(new)
+        for row in rows:
+            self._log(state, row)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self.optimizer is None:
+            return
+        due = state.global_step % self.log_every == 0 if self.log_every is not None else control.should_log
+        self._report(state, metrics=due)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self.optimizer is not None and self.log_every is None and control.should_log:  # logging_strategy="epoch"
+            self._report(state, metrics=True)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        self.optimizer, self._lr_scheduler, self._trainer = None, None, None

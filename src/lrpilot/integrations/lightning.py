@@ -1,6 +1,8 @@
-"""Lightning callbacks: AutoDrop on the optimizer ``configure_optimizers`` returned, and the ActiveLR epoch boundary.
+"""Lightning callbacks: AutoDrop on the optimizer ``configure_optimizers`` returned, the ActiveLR epoch boundary,
+and Pilot's LR and decisions for the loggers.
 
     trainer = lightning.Trainer(max_epochs=60, callbacks=[AutoDropCallback(), ActiveLRCallback()])
+    trainer = lightning.Trainer(max_epochs=60, callbacks=[PilotCallback()])  # configure_optimizers -> Pilot(...)
 
 * :class:`AutoDropCallback` builds :class:`lrpilot.AutoDrop` on ``trainer.optimizers[optimizer_index]`` when
   training starts, steps it at the end of every training epoch, logs :func:`~lrpilot.integrations.logging.
@@ -10,6 +12,9 @@
 * :class:`ActiveLRCallback` calls ``end_epoch()`` at the end of every training epoch on each ActiveLR optimizer
   that was built without ``steps_per_epoch`` (with it, the optimizer handles its own boundary). The
   multipliers and the epoch clock live in the optimizer's ``state_dict``, which Lightning checkpoints.
+* :class:`PilotCallback` logs the LR each :class:`lrpilot.Pilot` optimizer applies, its measurements and each of
+  its decisions to the trainer's loggers (Lightning's ``LearningRateMonitor`` shows the group ``lr``, Pilot's
+  multiplier, 1.0).
 
 **Exactly one epoch end per epoch, resume included.** Both callbacks do their work in ``on_train_epoch_end``,
 which Lightning runs before ``ModelCheckpoint``'s (checkpoint callbacks always run last), so an end-of-epoch
@@ -37,12 +42,19 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 from .._validation import check_number
 from ..active._base import ActiveOptimizer
 from ..autodrop import AutoDrop
+from ..pilot import Pilot
 from ..telemetry import set_lr
 from .logging import lrpilot_metrics
 
-__all__ = ["ActiveLRCallback", "AutoDropCallback"]
+__all__ = ["ActiveLRCallback", "AutoDropCallback", "PilotCallback"]
 
 _PENDING = "epoch_end_pending"  # state_dict key: the 0-based epoch whose end is still to be done, or None
+
+
+def _logging_step(trainer: Trainer) -> int:
+    """The step Lightning gives the metrics it logs now: in ``on_train_batch_end`` that batch's step metrics
+    (optimizer steps before this batch's), in ``on_train_start`` the restored step of the checkpointed batch."""
+    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", max(trainer.global_step - 1, 0)))
 
 
 class _EpochEndCallback(Callback):
@@ -80,16 +92,17 @@ class _EpochEndCallback(Callback):
             pl_module.log_dict(metrics, on_step=False, on_epoch=True)
 
     @staticmethod
-    def _log_to_loggers(trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def _log_to_loggers(trainer: Trainer, epoch: int, metrics: dict[str, float], step: int | None = None) -> None:
         """Send a caught-up epoch's metrics to the loggers directly (``pl_module.log_dict`` here would average
         them into the next epoch's values), as Lightning would have at that epoch's end: same step, values
-        rounded to the default dtype as ``log_dict`` does."""
+        rounded to the default dtype as ``log_dict`` does. (``step``: another step than :func:`_logging_step`'s.)"""
         if not metrics or not trainer.loggers:
             return
-        # the checkpoint was saved in on_train_batch_end, before Lightning advanced its logging step past that
-        # batch; it advances it when the epoch loop restarts, after on_train_start: the restored value is the
-        # step of the checkpointed epoch's end-of-epoch metrics
-        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", max(trainer.global_step - 1, 0))
+        if step is None:
+            # the checkpoint was saved in on_train_batch_end, before Lightning advanced its logging step past that
+            # batch; it advances it when the epoch loop restarts, after on_train_start: the restored value is the
+            # step of the checkpointed epoch's end-of-epoch metrics
+            step = _logging_step(trainer)
         dtype = torch.get_default_dtype()
         values = {k: torch.tensor(v, dtype=dtype).item() for k, v in metrics.items()}
         for logger in trainer.loggers:
@@ -257,6 +270,136 @@ class ActiveLRCallback(_EpochEndCallback):
             if self.log and isinstance(opt, ActiveOptimizer):
                 metrics.update({f"opt{i}/{k}": v for k, v in lrpilot_metrics(opt).items()})
         self._log_epoch(trainer, pl_module, metrics, catch_up=catch_up)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._pending_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._load_pending_state(state_dict)
+
+
+def _event_rows(events: list[Any], prefix: str = "") -> list[dict[str, float]]:
+    """Pilot events as rows of metrics, ``{prefix}pilot/event_<kind>: value``; a kind seen twice starts a new row."""
+    rows: list[dict[str, float]] = [{}]
+    for event in events:
+        key = f"{prefix}pilot/event_{event.kind}"
+        if key in rows[-1]:
+            rows.append({})
+        rows[-1][key] = float(event.value)
+    return [row for row in rows if row]
+
+
+class PilotCallback(_EpochEndCallback):
+    """Log what each :class:`lrpilot.Pilot` optimizer of the trainer applies and decides, to the trainer's loggers.
+
+    * Every ``log_every_n_steps`` optimizer steps (default: the trainer's ``log_every_n_steps``, so at the steps
+      where Lightning writes its own step metrics, with the same step number), :func:`lrpilot_metrics` of each
+      Pilot: ``lr/group{i}`` (the LR the next step applies: ``d x factor x`` the group's multiplier;
+      ``lr_min``/``lr_max`` the same), ``pilot/d``, ``pilot/factor``, ``pilot/drops``, ``pilot/alignment``;
+      written straight to ``trainer.loggers`` (as ``log_dict`` would, values in the default dtype).
+    * At the end of every training epoch the same numbers, to ``trainer.callback_metrics`` (``pl_module.log_dict``)
+      and to the loggers at the step Lightning gives the epoch's metrics, unless the epoch's last step was a
+      logging step, which wrote these very numbers at that step already.
+    * Each new :class:`~lrpilot.PilotEvent` (``scale``, ``settled``, ``drop``, ``cooldown``, ``skip``) once, as
+      ``pilot/event_<kind>`` = its value, at the step it was taken, whatever the logging interval.
+    * With more than one optimizer every name is prefixed ``opt{i}/`` (the optimizer's index).
+
+    Checkpoints: Pilot's whole state is in its own ``state_dict``, which Lightning checkpoints; events restored
+    with it by ``trainer.fit(ckpt_path=...)`` were reported by the run that saved the checkpoint and are not
+    reported again. The callback's ``state_dict`` holds only whether the checkpointed epoch's end-of-epoch log is
+    still pending (a checkpoint saved on an epoch's last batch; see the module docstring), so a resumed run logs
+    exactly what the uninterrupted one logs from there.
+
+    Warns when training starts if no optimizer is a Pilot, if ``configure_optimizers`` returns an LR scheduler for
+    a Pilot (Pilot ignores it) and if a Pilot's ``total_steps`` is not the trainer's number of optimizer steps.
+    """
+
+    def __init__(self, log_every_n_steps: int | None = None) -> None:
+        super().__init__()
+        if log_every_n_steps is not None:
+            check_number("log_every_n_steps", log_every_n_steps, low=1, integer=True)
+        self.log_every_n_steps = log_every_n_steps
+        self._reported: dict[int, int] = {}  # optimizer index -> how many of its events have been reported
+        self._global_step = 0  # trainer.global_step at the last batch end: did this batch step?
+
+    @staticmethod
+    def _pilots(trainer: Trainer) -> list[tuple[int, str, Pilot]]:
+        optimizers = trainer.optimizers
+        return [(i, "" if len(optimizers) == 1 else f"opt{i}/", opt) for i, opt in enumerate(optimizers)
+                if isinstance(opt, Pilot)]
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pilots = self._pilots(trainer)
+        if not pilots:
+            names = ", ".join(type(opt).__name__ for opt in trainer.optimizers) or "none"
+            warnings.warn(f"PilotCallback: no lrpilot.Pilot among the trainer's optimizers ({names}), so it logs "
+                          "nothing; return lrpilot.Pilot(self.parameters()) from configure_optimizers",
+                          UserWarning, stacklevel=2)
+        for config in trainer.lr_scheduler_configs:
+            if isinstance(getattr(config.scheduler, "optimizer", None), Pilot):
+                warnings.warn(f"PilotCallback: configure_optimizers returns a {type(config.scheduler).__name__} for a "
+                              "Pilot, which ignores it: Pilot decides its LR and schedule itself. Return Pilot alone "
+                              "(to give it the budget: Pilot(..., total_steps=N))", UserWarning, stacklevel=2)
+        try:
+            budget = trainer.estimated_stepping_batches
+        except Exception:  # a loader without a length, ...: nothing to compare with
+            budget = float("inf")
+        for i, _, opt in pilots:
+            if opt.total_steps is not None and budget != float("inf") and opt.total_steps != int(budget):
+                warnings.warn(f"PilotCallback: optimizer {i} is Pilot(total_steps={opt.total_steps}) but the trainer "
+                              f"makes {int(budget)} optimizer steps: Pilot's cooldown is planned for its own budget. "
+                              f"Pass total_steps={int(budget)} (trainer.estimated_stepping_batches), or "
+                              "total_steps=None for the anytime schedule", UserWarning, stacklevel=2)
+        # a resumed (or continued) optimizer's events were reported by the run that took them
+        self._reported = {i: len(opt.events) if trainer.global_step > 0 or opt.steps > 0 else 0
+                          for i, _, opt in pilots}
+        self._global_step = trainer.global_step
+        self._complete_pending_epoch(trainer, pl_module)
+
+    def _every(self, trainer: Trainer) -> int:
+        if self.log_every_n_steps is not None:
+            return self.log_every_n_steps
+        return int(getattr(trainer, "log_every_n_steps", 50))  # set by Lightning's logger connector
+
+    def _is_logging_step(self, trainer: Trainer, step: int) -> bool:
+        """Whether the optimizer step logged at ``step`` (0-based, Lightning's logging step) writes metrics."""
+        every = self._every(trainer)
+        return every > 0 and (step + 1) % every == 0
+
+    def _metrics(self, pilots: list[tuple[int, str, Pilot]]) -> dict[str, float]:
+        return {f"{prefix}{k}": v for _, prefix, opt in pilots for k, v in lrpilot_metrics(opt).items()}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stepped, self._global_step = trainer.global_step != self._global_step, trainer.global_step
+        pilots = self._pilots(trainer)
+        if not stepped or not pilots:  # an accumulating batch: no step, nothing new
+            return
+        step = _logging_step(trainer)
+        rows = [self._metrics(pilots)] if self._is_logging_step(trainer, step) else []
+        for i, prefix, opt in pilots:
+            seen = self._reported.get(i, 0)
+            if len(opt.events) > seen:
+                new = _event_rows(opt.events[seen:], prefix)
+                self._reported[i] = len(opt.events)
+                if rows and not set(rows[0]) & set(new[0]):
+                    rows[0].update(new.pop(0))
+                rows.extend(new)
+        for row in rows:
+            self._log_to_loggers(trainer, trainer.current_epoch, row)
+
+    def _end_epoch(self, trainer: Trainer, pl_module: LightningModule, *, catch_up: bool) -> None:
+        pilots = self._pilots(trainer)
+        if not pilots:
+            return
+        metrics = self._metrics(pilots)
+        if not catch_up:  # callback_metrics; the loggers are written below (same arguments every epoch)
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=False)
+        # the step of the epoch's last batch, where Lightning logs the epoch's metrics (in on_train_epoch_end it
+        # has advanced past it already); that batch wrote these very numbers if it was a logging step
+        last = _logging_step(trainer) - (0 if catch_up else 1)
+        if not self._is_logging_step(trainer, last):
+            self._log_to_loggers(trainer, trainer.current_epoch - int(catch_up), metrics, step=last)
 
     def state_dict(self) -> dict[str, Any]:
         return self._pending_state()
