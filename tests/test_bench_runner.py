@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -172,8 +173,50 @@ def test_runs_are_cached_resumed_and_deterministic(tiny: str, tmp_path) -> None:
 def test_progress_lines_carry_an_eta(tiny: str, tmp_path) -> None:
     lines: list[str] = []
     run_jobs(make_jobs([tiny], ["constant", "cosine"], 1, epochs=2), tmp_path, workers=1, progress=lines.append)
-    assert "2 of 2 runs to compute" in lines[0]
-    assert lines[-1].startswith("[2/2]") and "ETA" in lines[-1]
+    assert "2 of 2 runs to compute" in lines[0] and "first ETA unknown until a run ends" in lines[0]
+    assert lines[-1].startswith("[2/2]") and "ETA 0s" in lines[-1]
+    assert re.search(r"^\[1/2\] .*, ETA \d+s$", lines[1])  # cosine's time from constant's, same task
+
+
+def test_the_first_eta_comes_from_the_measured_times_of_cached_runs(tiny: str, tmp_path) -> None:
+    run_jobs(make_jobs([tiny], ["constant", "cosine"], 1, epochs=2), tmp_path, workers=1, progress=_quiet)
+    lines: list[str] = []
+    run_jobs(make_jobs([tiny], ["constant", "cosine"], 3, epochs=4), tmp_path, workers=1, progress=lines.append)
+    assert re.search(r"6 of 6 runs to compute .*; first ETA \d+s \(from the measured times of 2 cached runs\)$",
+                     lines[0])
+
+
+def test_the_eta_sums_the_measured_seconds_per_epoch_of_each_task_and_method() -> None:
+    eta = runner.Eta(workers=2)
+    assert eta.text([Job("a", "constant", 0.1, 0, 10)]) == "ETA unknown until a run ends"
+    eta.measure({"task": "a", "method": "constant", "seconds": 8.0, "records": [{}] * 4})  # 2 s per epoch
+    eta.measure({"task": "a", "method": "cosine", "seconds": 16.0, "records": [{}] * 4})  # 4 s per epoch
+    eta.measure({"task": "b", "method": "constant", "seconds": 40.0, "records": [{}] * 2})  # 20 s per epoch
+    assert eta.expected(Job("a", "constant", 0.1, 1, 10)) == 20.0
+    assert eta.expected(Job("a", "adamw", 0.001, 0, 10)) == 30.0  # the task's mean over its measured methods
+    assert eta.expected(Job("c", "constant", 0.1, 0, 10)) is None
+    jobs = [Job("a", "constant", 0.1, s, 10) for s in range(3)] + [Job("b", "constant", 0.1, 0, 3)]
+    assert eta.remaining(jobs) == ((3 * 20.0 + 60.0) / 2, 0)
+    assert eta.text(jobs) == "ETA 1m00s"
+    assert eta.remaining([Job("b", "constant", 0.1, 0, 30)]) == (600.0, 0)  # one run: no faster than itself
+    assert eta.text([*jobs, Job("c", "constant", 0.1, 0, 10)]).endswith("(1 runs of unmeasured tasks)")
+
+
+def test_the_report_reads_cached_sweep_runs_without_running_a_sweep(tiny: str, tmp_path, capsys) -> None:
+    """A sweep run earlier (``--lr-sweep``) fills the robustness column of a later plain run; a method whose sweep
+    is not cached shows ``-``, and nothing is run for it."""
+    pytest.importorskip("matplotlib")
+    common = ["--tasks", tiny, "--epochs", "2", "--jobs", "1", "--out", str(tmp_path)]
+    assert main(["bench", "--methods", "constant", "--lr-sweep", *common]) == 0
+    capsys.readouterr()
+    assert main(["bench", "--methods", "constant", "cosine", *common]) == 0
+    assert "1 of 2 runs to compute" in capsys.readouterr().err
+    report = (tmp_path / "report.md").read_text()
+    table = report[report.index(f"### {tiny} "):report.index("### Summary")]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines() if line.startswith("| ")}
+    assert re.fullmatch(r" \d+\.\d \(1 seed\) ", rows["constant"][6]) and rows["cosine"][6] == " - "
+    assert "LR sweep, tiny" in report
+    assert len(list((tmp_path / "runs").glob("*cosine*"))) == 1
 
 
 def test_report_has_tables_curves_sweep_and_figures(tiny: str, tmp_path) -> None:
@@ -187,7 +230,7 @@ def test_report_has_tables_curves_sweep_and_figures(tiny: str, tmp_path) -> None
     assert "≈" in report  # active-adamw's ratio was not measured apart: it comes from the runs, marked
     for method in ("constant", "**autodrop-sgd**", "adamw", "**active-adamw**", "active-sgd"):
         assert f"| {method} |" in report
-    assert "### tiny (3 epochs, 2 seed(s)" in report and "Summary over tasks" in report
+    assert "### tiny (3 epochs, 1/2 seed(s)" in report and "Summary over tasks" in report  # active-sgd: 1 seed
     assert "LR sweep, tiny" in report and "| x0.1 | x0.3 | x1 | x3 | x10 |" in report
     assert "drop epochs:" in report
     with (tmp_path / "curves.csv").open() as fh:
@@ -195,18 +238,23 @@ def test_report_has_tables_curves_sweep_and_figures(tiny: str, tmp_path) -> None
     assert len(rows) == sum(len(r["records"]) for r in load_results(tmp_path, jobs))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["per_task"]["tiny"]) == {"constant", "autodrop-sgd", "adamw", "active-adamw", "active-sgd"}
-    for name in ("curves_tiny.png", "lr_tiny.png", "autodrop_omega.png", "lr_sweep.png"):
+    for name in ("curves_tiny.png", "summary_gaps.png", "autodrop_omega.png", "lr_sweep.png"):
         assert (tmp_path / name).stat().st_size > 5_000
         assert f"]({name})" in report
 
 
-def test_cli_bench_writes_the_report_and_reuses_the_cache(tiny: str, tmp_path, capsys) -> None:
+def test_cli_bench_writes_the_report_prints_its_path_and_verdict_and_reuses_the_cache(tiny: str, tmp_path,
+                                                                                     capsys) -> None:
+    """The console gets the verdict and the report's path, not the report: its tables are in the file."""
     pytest.importorskip("matplotlib")
     argv = ["bench", "--tasks", tiny, "--methods", "constant", "cosine", "--epochs", "2", "--jobs", "1",
             "--out", str(tmp_path)]
     assert main(argv) == 0
-    out = capsys.readouterr()
-    assert "| cosine |" in out.out and (tmp_path / "report.md").exists()
+    out = capsys.readouterr().out
+    report = (tmp_path / "report.md").read_text()
+    assert f"report: {tmp_path / 'report.md'}" in out.splitlines()
+    assert out.splitlines()[0].startswith("Best method overall: ")
+    assert "| cosine |" in report and "|" not in out and "###" not in out and len(out.splitlines()) == 4
     assert main(argv) == 0
     assert "all 2 runs cached" in capsys.readouterr().err
 
@@ -258,6 +306,28 @@ def test_cli_list_and_quick_suite_selection(capsys) -> None:
     assert all(name in listed for name in METHODS)
     quick = runner.SUITES["quick"]
     assert quick.seeds == 1 and {"autodrop-sgd", "active-sgd", "active-adamw", "cosine"} <= set(quick.methods)
+
+
+def test_cli_list_shows_what_each_suite_runs(capsys) -> None:
+    """``--list`` says, per suite, its tasks with their budgets, its methods, its seeds and how many runs that
+    is; then each task and each method with the flags the report reads (lrpilot's, told the budget, LR-free)."""
+    assert main(["bench", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    for name, suite in runner.SUITES.items():
+        runs = len(make_jobs(list(suite.tasks), list(suite.methods), suite.seeds, epochs=suite.epochs))
+        header = next(i for i, line in enumerate(listed) if line.startswith(f"  {name}: "))
+        assert f"{len(suite.tasks)} tasks x {len(suite.methods)} methods x {suite.seeds} seed(s) = {runs} runs" \
+            in listed[header]
+        epochs = suite.epochs or {}
+        assert listed[header + 1] == "    tasks: " + ", ".join(
+            f"{t} {epochs.get(t, TASKS[t].epochs)} epochs" for t in suite.tasks)
+        assert listed[header + 2] == "    methods: " + ", ".join(suite.methods)
+    assert "texp: only on some tasks" in next(line for line in listed if line.startswith("  full: "))
+    assert "quick: 2 tasks" in "\n".join(listed) and "mnist1d-cnn 40 epochs, digits-mlp 30 epochs" in "\n".join(listed)
+    flags = {line.split()[0]: line for line in listed if line.startswith("  ") and " lr " in line}
+    assert "[lrpilot]" in flags["autodrop-sgd"] and "[budget]" in flags["cosine"]
+    assert "LR-free" in flags["prodigy"] and "[lrpilot; budget; LR-free]" in flags["pilot"]
+    assert "only mnist1d-bncnn, mnist1d-resnet-bn" in flags["texp"]
 
 
 def test_overhead_ratio_is_measured_against_the_reference_and_cached(tiny: str, tmp_path) -> None:

@@ -15,6 +15,8 @@ study resumes). It writes JSON results, a markdown report and PNG figures.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
 import sys
 import time
@@ -41,26 +43,23 @@ and BN ResNet, digits MLP, a character GPT on tiny Shakespeare) and method for t
 seeds. `--tasks cifar10-resnet --cifar10 PATH` adds CIFAR-10 from a local copy. Each run is cached as
 runs/<task>__<method>__lr<lr>__s<seed>__e<epochs>.json under --out, so an interrupted benchmark resumes and a
 repeated one computes only what is missing. Writes report.md, curves.csv, summary.json and PNG figures to
---out.
+--out and prints the report's three verdict lines and its path; the first ETA comes from the measured times of
+the runs already cached there.
 """
 
 
 def bench(args: argparse.Namespace) -> int:
     """The ``bench`` subcommand: resolve the selection, run what is not cached, write the report."""
-    from .bench.methods import METHODS
     from .bench.overhead import measure_overheads
     from .bench.provenance import provenance
     from .bench.report import write_report
-    from .bench.runner import SUITES, BenchError, load_results, make_jobs, result_path, run_jobs
+    from .bench.runner import SUITES, BenchError, cached_sweep_jobs, load_results, make_jobs, result_path, run_jobs
     from .bench.tasks import CIFAR10_ENV, TASKS
 
     if args.cifar10 is not None:
         os.environ[CIFAR10_ENV] = str(args.cifar10)  # read by the task in this process and the workers
     if args.list:
-        print("tasks: " + ", ".join(f"{name}{'' if t.in_full_suite else ' (optional: needs local data)'}"
-                                    for name, t in TASKS.items()))
-        for m in METHODS.values():
-            print(f"  {m.name:15s} lr {m.default_lr:<7g} {m.description}")
+        print(_listing())
         return 0
     suite = SUITES[args.suite]
     tasks = args.tasks or list(suite.tasks)
@@ -101,6 +100,8 @@ def bench(args: argparse.Namespace) -> int:
     results = load_results(out, jobs)
     if not results:
         return 1
+    if not args.lr_sweep:  # the robustness column: sweep runs already in the cache are read, never run
+        results += load_results(out, cached_sweep_jobs(out, jobs))
     overhead = measure_overheads(sorted({(r["task"], r["method"]) for r in results}), out, args.device)
     train_seconds = sum(r["seconds"] for r in results)
     notes = [f"Measured by `lrpilot bench {' '.join(args.argv)}`".rstrip() + f": {len(jobs)} runs "
@@ -110,9 +111,46 @@ def bench(args: argparse.Namespace) -> int:
     title = f"lrpilot bench: {args.suite} suite" + (" (custom selection)" if custom else "")
     record = provenance(["bench", *args.argv], threads=1)  # the runner pins every run to one thread
     path = write_report(results, out, title=title, notes=notes, overhead=overhead, provenance=record)
-    print(path.read_text())
-    print(f"lrpilot bench: wrote {path} and figures in {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    verdict = json.loads((out / "summary.json").read_text())["verdict"]
+    print("\n".join(line.replace("**", "").replace("`", "") for line in verdict))
+    print(f"report: {path}")
+    print(f"lrpilot bench: wrote {path}, summary.json, curves.csv and the figures in {out} "
+          f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _listing() -> str:
+    """``lrpilot bench --list``: what each suite runs (tasks with their budgets, methods, seeds, how many runs),
+    then every task and every method with what the report needs to know about it."""
+    from .bench.methods import METHODS, PIP_PACKAGES
+    from .bench.runner import SUITES, make_jobs
+    from .bench.tasks import TASKS
+
+    lines = ["suites (lrpilot bench --suite NAME):"]
+    for name, suite in SUITES.items():
+        epochs = suite.epochs or {}
+        budgets = ", ".join(f"{t} {epochs.get(t, TASKS[t].epochs)} epochs" for t in suite.tasks)
+        runs = len(make_jobs(list(suite.tasks), list(suite.methods), suite.seeds, epochs=suite.epochs))
+        restricted = [m for m in suite.methods if METHODS[m].tasks is not None]
+        lines += [f"  {name}: {len(suite.tasks)} tasks x {len(suite.methods)} methods x {suite.seeds} seed(s) = "
+                  f"{runs} runs" + (f" ({', '.join(restricted)}: only on some tasks)" if restricted else ""),
+                  f"    tasks: {budgets}",
+                  f"    methods: {', '.join(suite.methods)}"]
+    lines.append("tasks:")
+    for name, task in TASKS.items():
+        where = "" if task.in_full_suite else " (optional, not in the suites: needs local data)"
+        lines.append(f"  {name:18s} {task.epochs} epochs, {task.metric}, target {task.target:g}{where}")
+    lines.append("methods (lrpilot: one of lrpilot's; budget: told the training length; LR-free: takes no LR):")
+    for m in METHODS.values():
+        flags = [f for f, on in (("lrpilot", m.lrpilot), ("budget", m.needs_budget), ("LR-free", not m.takes_lr))
+                 if on]
+        if m.tasks is not None:
+            flags.append("only " + ", ".join(m.tasks))
+        if m.requires is not None and importlib.util.find_spec(m.requires) is None:
+            flags.append(f"needs pip install {PIP_PACKAGES.get(m.requires, m.requires)}")
+        lines.append(f"  {m.name:15s} lr {m.default_lr:<7g} {m.description}" + (f" [{'; '.join(flags)}]" if flags
+                                                                                 else ""))
+    return "\n".join(lines)
 
 
 def _at_least(low: int) -> Any:
@@ -169,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="lrpilot-bench", help="results directory (default ./lrpilot-bench)")
     b.add_argument("--cifar10", metavar="PATH", help="directory of CIFAR-10's python batches (cifar-10-batches-py) "
                    "for the optional cifar10-resnet task; never downloaded (default: $LRPILOT_CIFAR10)")
-    b.add_argument("--list", action="store_true", help="list the tasks and methods and exit")
+    b.add_argument("--list", action="store_true",
+                   help="list what each suite runs (tasks, budgets, methods, seeds, runs), the tasks and the methods")
     b.set_defaults(func=bench)
     return parser
 

@@ -20,7 +20,8 @@ import lrpilot
 
 __all__ = ["provenance", "provenance_lines"]
 
-_PACKAGES = ("torch", "numpy", "mnist1d", "scikit-learn", "schedulefree", "prodigyopt", "dadaptation")
+_PACKAGES = ("torch", "numpy", "mnist1d", "scikit-learn", "schedulefree", "prodigyopt", "dadaptation", "dog-optimizer",
+             "prodigy-plus-schedule-free", "mechanic-pytorch")
 
 
 def _version(package: str) -> str | None:

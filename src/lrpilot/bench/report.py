@@ -1,12 +1,22 @@
 """Turn cached benchmark results into ``report.md``, ``curves.csv``, ``summary.json`` and PNG figures.
 
-Tables (per task, at each method's default LR, mean ± sd over seeds): final and best test metric (accuracy,
-or validation loss for language modelling: each result says which), epochs and wall seconds to the task's
-target, seconds per run, and the optimizer-step time relative
-to the plain optimizer the method extends (``Method.reference``); a summary over tasks (gap to the best
-method per task, rank); with an LR sweep, final accuracy per LR factor and the worst of them. Figures:
-learning curves per task, effective-LR traces (log scale), AutoDrop's angular velocity with its drops, the
-LR-sweep robustness curves.
+``report.md`` opens with a **verdict** of three lines derived from the tables (:func:`verdict_lines`): the best
+method overall, the best method that needs no budget (``Method.needs_budget``), and where each of lrpilot's
+methods (``Method.lrpilot``) wins, ties and loses against the best other method of each task. Then:
+
+* per task, at each method's default LR: the final and best test metric (accuracy, or validation loss for
+  language modelling) as the mean over seeds with its 95% Student-t interval (the mean alone for one seed); the
+  comparison with the task's best baseline (the best method that is not lrpilot's) by the paired t-test of
+  :mod:`lrpilot.bench.stats`; the worst final over LR misspecification (the ``--lr-sweep`` factors, filled from
+  the cached sweep runs of that method and task, ``-`` where the cache holds none; only for methods that take an
+  LR, ``Method.takes_lr``); epochs and wall seconds to the task's target; seconds per run; the optimizer-step time
+  relative to the plain optimizer the method extends (``Method.reference``);
+* a summary over tasks (:func:`summarize`): the gap of each method to the best method of each task, its mean
+  and worst, its coverage, its wins/ties/losses, its worst gap over the LR sweep; rows ordered with the methods
+  that ran on every task first (a mean over fewer tasks is not comparable), then by mean gap; the rank is the
+  row position;
+* with sweep runs, final metric per LR factor and the worst of them;
+* the methods, the figures (:mod:`lrpilot.bench.plots`) and the provenance.
 """
 
 from __future__ import annotations
@@ -16,23 +26,22 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .methods import METHODS
 from .provenance import provenance_lines
-from .runner import target_of
+from .runner import LR_SWEEP_FACTORS, target_of
+from .stats import Comparison, Interval, mean_interval, paired_comparison
 
-__all__ = ["method_stats", "write_report"]
+__all__ = ["TaskView", "analyse_task", "format_seconds", "method_stats", "summarize", "verdict_lines",
+           "write_report"]
 
 Result = dict[str, Any]
 CURVE_FIELDS = ("task", "method", "lr", "seed", "epoch", "train_loss", "test_loss", "metric", "test_metric",
                 "lr_group0", "effective_lr", "omega", "seconds", "step_seconds")
-#: lrpilot's own methods: bold in the tables, strong solid lines in the figures.
-OURS = {"autodrop-sgd": "#d62728", "autodrop-adamw": "#ff7f0e", "active-sgd": "#1f77b4", "active-adamw": "#17becf",
-        "texp": "#9467bd"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,9 @@ class _Metric:
             return 100 * (best - value)
         return 100 * (value / best - 1) if math.isfinite(value) else math.inf
 
+    def worst(self, values: Sequence[float]) -> float:
+        return min(values) if self.higher_is_better else max(values)
+
 
 _METRICS = {"accuracy": _Metric("test accuracy", True, 100.0, 1, "%"),
             "val_loss": _Metric("validation loss", False, 1.0, 3, "")}
@@ -70,23 +82,13 @@ def _metric_of(result: Result) -> _Metric:
     return _METRICS[result.get("metric", "accuracy")]
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
-def _pm(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
-    mean, sd = _mean_sd([scale * v for v in values])
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
 def _default_lr(method: str) -> float | None:
     m = METHODS.get(method)
     return float(f"{m.default_lr:.6g}") if m else None
+
+
+def _is_ours(method: str) -> bool:
+    return method in METHODS and METHODS[method].lrpilot
 
 
 def _to_target(result: Result, target: float) -> tuple[int, float] | None:
@@ -97,9 +99,18 @@ def _to_target(result: Result, target: float) -> tuple[int, float] | None:
     return None
 
 
+def format_seconds(seconds: float) -> str:
+    """Wall seconds as the report prints them: ``<0.1`` below a tenth (timer noise there, never ``0.0``), one
+    decimal below 100, whole seconds above."""
+    if seconds < 0.1:
+        return "<0.1"
+    return f"{seconds:.1f}" if seconds < 100 else f"{seconds:.0f}"
+
+
 def method_stats(results: Sequence[Result]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per task, per method, statistics of its runs at its default LR (a method with no default-LR run falls
-    back to its only LR): seeds, final/best test metric, epochs/seconds to target, seconds, step seconds."""
+    back to its only LR), in seed order: seeds (``seed_ids``), final/best test metric (final NaN for a diverged
+    run), epochs/seconds to target, seconds, step seconds, AutoDrop's drop epochs."""
     groups: dict[tuple[str, str], dict[float, list[Result]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         groups[(r["task"], r["method"])][r["lr"]].append(r)
@@ -109,13 +120,14 @@ def method_stats(results: Sequence[Result]) -> dict[str, dict[str, dict[str, Any
         runs = by_lr.get(lr) if lr in by_lr else (next(iter(by_lr.values())) if len(by_lr) == 1 else None)
         if runs is None:
             continue
+        runs = sorted(runs, key=lambda r: r["seed"])
         target = target_of(task)
         metric = _metric_of(runs[0])
         hits = [_to_target(r, target) for r in runs]
         reached = [h for h in hits if h is not None]
         stats[task][method] = {
-            "lr": runs[0]["lr"], "seeds": len(runs), "epochs": runs[0]["epochs"],
-            "metric": runs[0].get("metric", "accuracy"),
+            "lr": runs[0]["lr"], "seeds": len(runs), "seed_ids": [r["seed"] for r in runs],
+            "epochs": runs[0]["epochs"], "metric": runs[0].get("metric", "accuracy"),
             "final": [r["records"][-1]["test_metric"] if not r["diverged"] else math.nan for r in runs],
             "best": [metric.best([x["test_metric"] for x in r["records"]]) for r in runs],
             "epochs_to_target": [h[0] for h in reached], "seconds_to_target": [h[1] for h in reached],
@@ -126,31 +138,114 @@ def method_stats(results: Sequence[Result]) -> dict[str, dict[str, dict[str, Any
     return stats
 
 
-def _task_table(task: str, stats: dict[str, dict[str, Any]], overhead: dict[tuple[str, str], float] | None
-                ) -> list[str]:
+# ------------------------------------------------------------------------------------------------ per task
+@dataclass(frozen=True)
+class TaskView:
+    """What the report says about one task.
+
+    Attributes:
+        order: the methods, best mean final first (the table's row order); all-diverged methods last.
+        final: per method, its mean final metric over seeds with the 95% interval, in display units (% or loss).
+        best: the same for the best epoch's metric.
+        best_baseline: the best method that is not lrpilot's (by mean final), or None.
+        versus: per method other than ``best_baseline``, its paired comparison with it (display units).
+        sweep_worst: per method with a complete LR sweep in the results, (worst mean final over the factors, the
+            number of seeds per factor); methods without one are absent.
+    """
+
+    task: str
+    higher_is_better: bool
+    order: list[str]
+    final: dict[str, Interval]
+    best: dict[str, Interval]
+    best_baseline: str | None
+    versus: dict[str, Comparison]
+    sweep_worst: dict[str, tuple[float, int]]
+
+
+def analyse_task(task: str, by_method: Mapping[str, Mapping[str, Any]],
+                 sweep: Mapping[str, Mapping[float, Sequence[float]]] | None = None) -> TaskView:
+    """The :class:`TaskView` of ``task`` from its :func:`method_stats` entry and its sweep (method -> LR factor ->
+    finals, as ``_sweep`` gives them; a sweep counts when it has every one of the runner's ``LR_SWEEP_FACTORS``)."""
+    metric = _METRICS[next(iter(by_method.values()))["metric"]]
+    scale = metric.scale
+    final = {m: mean_interval([scale * v for v in s["final"]]) for m, s in by_method.items()}
+    best = {m: mean_interval([scale * v for v in s["best"]]) for m, s in by_method.items()}
+
+    def key(m: str) -> tuple[bool, float, str]:
+        mean = final[m].mean
+        if math.isnan(mean):
+            return True, 0.0, m
+        return False, -mean if metric.higher_is_better else mean, m
+
+    order = sorted(by_method, key=key)
+    baselines = [m for m in order if not _is_ours(m) and not math.isnan(final[m].mean)]
+    best_baseline = baselines[0] if baselines else None
+    versus: dict[str, Comparison] = {}
+    if best_baseline is not None:
+        ref = by_method[best_baseline]
+        theirs = {s: scale * v for s, v in zip(ref["seed_ids"], ref["final"])}
+        for m in order:
+            if m != best_baseline:
+                ours = {s: scale * v for s, v in zip(by_method[m]["seed_ids"], by_method[m]["final"])}
+                versus[m] = paired_comparison(ours, theirs, higher_is_better=metric.higher_is_better)
+    worst: dict[str, tuple[float, int]] = {}
+    for m, factors in (sweep or {}).items():
+        if m in by_method and all(f in factors for f in LR_SWEEP_FACTORS):
+            means = [scale * statistics.fmean(factors[f]) for f in LR_SWEEP_FACTORS]
+            worst[m] = (metric.worst(means), min(len(factors[f]) for f in LR_SWEEP_FACTORS))
+    return TaskView(task, metric.higher_is_better, order, final, best, best_baseline, versus, worst)
+
+
+def _signed(value: float, digits: int) -> str:
+    """``+0.8``, ``-1.2``; a value that rounds to zero is ``0.0`` (no ``-0.0``)."""
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def _versus_cell(view: TaskView, method: str, digits: int) -> str:
+    if method == view.best_baseline:
+        return "best baseline"
+    c = view.versus.get(method)
+    if c is None:
+        return "-"
+    if c.reason == "diverged":
+        return f"{c.outcome} (diverged)"
+    if c.outcome == "untested":
+        return f"untested (1 seed): {_signed(c.diff, digits)}" if c.n else "untested (no common seed)"
+    assert c.interval is not None
+    low, high = c.interval
+    return f"{c.outcome} {_signed(c.diff, digits)} [{_signed(low, digits)}, {_signed(high, digits)}]"
+
+
+def _sweep_cell(view: TaskView, method: str, digits: int) -> str:
+    if method in METHODS and not METHODS[method].takes_lr:
+        return "LR-free"
+    if method not in view.sweep_worst:
+        return "-"
+    value, seeds = view.sweep_worst[method]
+    return f"{value:.{digits}f} ({seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def _task_table(task: str, stats: dict[str, dict[str, Any]], view: TaskView,
+                overhead: dict[tuple[str, str], float] | None) -> list[str]:
     first = next(iter(stats.values()))
     target = first["target"]
     metric = _METRICS[first["metric"]]
-    lines = [f"\n### {task} ({first['epochs']} epochs, {first['seeds']} seed(s); {metric.name}"
+    seeds = sorted({s["seeds"] for s in stats.values()})
+    lines = [f"\n### {task} ({first['epochs']} epochs, {'/'.join(map(str, seeds))} seed(s); {metric.name}"
              f"{' ' + metric.unit if metric.unit else ''}, {'higher' if metric.higher_is_better else 'lower'} is "
              f"better, target {metric.scale * target:g}{metric.unit})\n",
-             "| method | lr | final | best | epochs to target | seconds to target | s/run | "
-             "opt-step time vs plain | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
-
-    def rank_key(m: str) -> float:
-        mean = _mean_sd(stats[m]["final"])[0]
-        if not math.isfinite(mean):
-            return math.inf
-        return -mean if metric.higher_is_better else mean
-
-    order = sorted(stats, key=rank_key)
-    for method in order:
+             "| method | lr | final [95% CI] | best [95% CI] | vs best baseline (paired t-test) | "
+             "worst final over LR ×0.1–×10 | epochs to target | seconds to target | s/run | opt-step time vs plain | "
+             "notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for method in view.order:
         s = stats[method]
         n = s["seeds"]
         reached = len(s["epochs_to_target"])
         ett = f"{statistics.mean(s['epochs_to_target']):.1f} ({reached}/{n})" if reached else f"never (0/{n})"
-        stt = f"{statistics.mean(s['seconds_to_target']):.1f}" if reached else "-"
+        stt = format_seconds(statistics.mean(s["seconds_to_target"])) if reached else "-"
         ref = METHODS[method].reference if method in METHODS else None
         ratio = "1 (plain)" if ref is None else "n/a"
         if overhead is not None and (task, method) in overhead:
@@ -163,47 +258,209 @@ def _task_table(task: str, stats: dict[str, dict[str, Any]], overhead: dict[tupl
         if any(d is not None for d in s["drop_epochs"]):
             drops = ["none" if not d else ",".join(map(str, d)) for d in s["drop_epochs"]]
             notes.append("drop epochs: " + "; ".join(drops))
-        bold = "**" if method in OURS else ""
-        final, best = _pm(s["final"], metric.scale, metric.digits), _pm(s["best"], metric.scale, metric.digits)
-        lines.append(f"| {bold}{method}{bold} | {s['lr']:g} | {final} | {best} | {ett} | {stt} | "
-                     f"{statistics.mean(s['seconds']):.1f} | {ratio} | {', '.join(notes)} |")
+        bold = "**" if _is_ours(method) else ""
+        final, best = view.final[method].format(metric.digits), view.best[method].format(metric.digits)
+        lines.append(f"| {bold}{method}{bold} | {s['lr']:g} | {final} | {best} | "
+                     f"{_versus_cell(view, method, metric.digits)} | {_sweep_cell(view, method, metric.digits)} | "
+                     f"{ett} | {stt} | {format_seconds(statistics.mean(s['seconds']))} | {ratio} | "
+                     f"{', '.join(notes)} |")
     return lines
 
 
-def _summary_table(stats: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[str], dict[str, Any]]:
+# ------------------------------------------------------------------------------------------- over tasks
+def summarize(stats: Mapping[str, Mapping[str, Mapping[str, Any]]], views: Mapping[str, TaskView]
+              ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The summary over tasks: the row order and, per method, its gaps to the best method of each task (points of
+    accuracy or % above the best loss; a diverged mean counts as 0 accuracy / infinite loss), mean and worst gap,
+    coverage (tasks run), rank, the outcome against each task's best baseline, its worst gap over the LR sweep.
+
+    Order: the methods that ran on every task of ``stats`` first, by mean gap then worst gap; then the others by
+    coverage (more tasks first), then mean gap over the tasks they ran. A mean over fewer tasks is not comparable
+    with a mean over all of them, so a method with less coverage is never placed above one with full coverage.
+    ``rank`` is the row position (1 = first row); ``mean_task_rank`` the mean of the per-task ranks (summary.json
+    only: it can disagree with the order, which is by gap)."""
     gaps: dict[str, dict[str, float]] = defaultdict(dict)
-    ranks: dict[str, list[int]] = defaultdict(list)
+    task_ranks: dict[str, list[int]] = defaultdict(list)
+    sweep_gaps: dict[str, dict[str, float]] = defaultdict(dict)
     for task, by_method in stats.items():
         metric = _METRICS[next(iter(by_method.values()))["metric"]]
-        finals = {m: _mean_sd(s["final"])[0] for m, s in by_method.items()}
-        finals = {m: (v if math.isfinite(v) else metric.failed()) for m, v in finals.items()}
+        finals = {m: statistics.fmean(v for v in s["final"] if math.isfinite(v))
+                  if any(math.isfinite(v) for v in s["final"]) else metric.failed() for m, s in by_method.items()}
         best = metric.best(list(finals.values()))
         for m, value in finals.items():
             gaps[m][task] = metric.gap(value, best)
-            # ties share the better rank
-            ranks[m].append(1 + sum(metric.gap(other, best) < gaps[m][task] for other in finals.values()))
-    tasks = list(stats)
-    lines = ["\n### Summary over tasks (performance profile at default LRs: how far each method's final metric is "
-             "behind the best method of each task — points of accuracy, or % above the best validation loss; lower "
-             "is better; inf: diverged)\n",
-             "| method | " + " | ".join(tasks) + " | mean gap | worst gap | mean rank |",
-             "|---|" + "---|" * (len(tasks) + 3)]
-    summary = {}
-    for m in sorted(gaps, key=lambda k: statistics.mean(gaps[k].values())):
-        row = [f"{gaps[m][t]:.1f}" if t in gaps[m] else "-" for t in tasks]
-        mean_gap, worst = statistics.mean(gaps[m].values()), max(gaps[m].values())
-        summary[m] = {"gaps": gaps[m], "mean_gap": mean_gap, "worst_gap": worst, "mean_rank": statistics.mean(ranks[m])}
-        lines.append(f"| {m} | " + " | ".join(row) + f" | {mean_gap:.1f} | {worst:.1f} | "
-                     f"{statistics.mean(ranks[m]):.1f} |")
-    return lines, summary
+        for m in by_method:  # ties share the better rank
+            task_ranks[m].append(1 + sum(g < gaps[m][task] for g in (gaps[o][task] for o in by_method)))
+        for m, (worst, _) in views[task].sweep_worst.items():
+            sweep_gaps[m][task] = metric.gap(worst / metric.scale, best)
+    n_tasks = len(stats)
+
+    def key(m: str) -> tuple[int, float, float, str]:
+        values = list(gaps[m].values())
+        return -len(values), statistics.fmean(values), max(values), m
+
+    order = sorted(gaps, key=key)
+    summary: dict[str, dict[str, Any]] = {}
+    for rank, m in enumerate(order, 1):
+        values = gaps[m]
+        worst_task = max(values, key=lambda t: values[t])
+        outcomes: dict[str, str] = {}
+        for task, view in views.items():
+            if m == view.best_baseline:
+                outcomes[task] = "best baseline"
+            elif m in view.versus:
+                outcomes[task] = view.versus[m].outcome
+        summary[m] = {"gaps": dict(values), "mean_gap": statistics.fmean(values.values()),
+                      "worst_gap": values[worst_task], "worst_task": worst_task, "coverage": len(values),
+                      "tasks": n_tasks, "rank": rank, "mean_task_rank": statistics.fmean(task_ranks[m]),
+                      "vs_best_baseline": outcomes,
+                      "sweep_worst_gap": max(sweep_gaps[m].values()) if sweep_gaps.get(m) else None,
+                      "sweep_tasks": sorted(sweep_gaps.get(m, {})),
+                      "needs_budget": METHODS[m].needs_budget if m in METHODS else None, "lrpilot": _is_ours(m)}
+    return order, summary
 
 
-def _sweep(results: Sequence[Result]) -> dict[str, dict[str, dict[float, list[float]]]]:
-    """task -> method -> lr factor -> final test metrics (diverged runs count as 0 accuracy, infinite loss)."""
+def _gap(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.1f}"
+
+
+def _summary_table(order: Sequence[str], summary: Mapping[str, Mapping[str, Any]], tasks: Sequence[str]) -> list[str]:
+    lines = ["\n### Summary over tasks\n",
+             "How far each method's final metric (mean over seeds, at its default LR) is behind the best method of "
+             "each task: points of accuracy, or % above the best validation loss; lower is better; inf: diverged. "
+             "**Order:** the methods run on every task first, by mean gap (then worst gap); then the methods run on "
+             "fewer tasks (column *tasks*), by number of tasks and then mean gap over *their* tasks: a mean over "
+             "fewer tasks is not comparable with one over all of them, so such a method is never ranked above a "
+             "method that ran everywhere. **Rank** is the row position. *W/T/L* counts the tasks where the method "
+             "wins, ties or loses against the task's best baseline (paired t-test, see *How to read*). *Worst gap "
+             "over LR sweep*: the gap of its worst final over the LR factors ×0.1–×10 to the task's best default-LR "
+             "final, worst over the tasks whose sweep is in the cache.\n",
+             "| rank | method | " + " | ".join(tasks) + " | mean gap | worst gap | tasks | vs best baseline W/T/L | "
+             "worst gap over LR sweep |",
+             "|---|---|" + "---|" * (len(tasks) + 5)]
+    for m in order:
+        s = summary[m]
+        row = [_gap(s["gaps"][t]) if t in s["gaps"] else "-" for t in tasks]
+        outcomes = list(s["vs_best_baseline"].values())
+        counts = "/".join(str(outcomes.count(o)) for o in ("win", "tie", "loss"))
+        extra = []
+        if outcomes.count("best baseline"):
+            extra.append(f"best baseline on {outcomes.count('best baseline')}")
+        if outcomes.count("untested"):
+            extra.append(f"{outcomes.count('untested')} untested")
+        wtl = counts + (f" ({', '.join(extra)})" if extra else "")
+        if m in METHODS and not METHODS[m].takes_lr:
+            sweep = "LR-free"
+        elif s["sweep_worst_gap"] is None:
+            sweep = "-"
+        else:
+            swept = len(s["sweep_tasks"])
+            sweep = _gap(s["sweep_worst_gap"]) + (f" ({swept}/{s['coverage']} tasks)" if swept < s["coverage"] else "")
+        bold = "**" if _is_ours(m) else ""
+        coverage = f"{s['coverage']}/{s['tasks']}"
+        lines.append(f"| {s['rank']} | {bold}{m}{bold} | " + " | ".join(row) + f" | {_gap(s['mean_gap'])} | "
+                     f"{_gap(s['worst_gap'])} | {coverage} | {wtl} | {sweep} |")
+    return lines
+
+
+def _describe(m: str, s: Mapping[str, Any]) -> str:
+    if s["tasks"] == 1:
+        return f"`{m}`: gap {_gap(s['mean_gap'])} to the best method of the one task ({s['worst_task']})"
+    over = f"all {s['tasks']} tasks" if s["coverage"] == s["tasks"] else f"the {s['coverage']} of {s['tasks']} " \
+        "tasks it ran"
+    worst = f"worst {_gap(s['worst_gap'])} on {s['worst_task']}" if s["coverage"] > 1 else ""
+    return f"`{m}`: mean gap {_gap(s['mean_gap'])} to the best method of each task over {over}" + \
+        (f" ({worst})" if worst else "")
+
+
+def _join(names: Sequence[str]) -> str:
+    return ", ".join(names)
+
+
+def verdict_lines(order: Sequence[str], summary: Mapping[str, Mapping[str, Any]],
+                  views: Mapping[str, TaskView]) -> list[str]:
+    """The report's first three lines, derived from the summary (:func:`summarize`) and the per-task comparisons:
+    the best method overall (the summary's first row), the best method that needs no budget (the first row with
+    ``Method.needs_budget`` False), and, for each of lrpilot's methods, the tasks where it wins, ties and loses
+    against the task's best baseline (paired t-test at 5%; with one seed, ahead/behind, untested)."""
+    if not order:
+        return ["**Best method overall:** no results.", "**Best method that needs no budget:** no results.",
+                "**lrpilot's methods:** no results."]
+    lines = [f"**Best method overall:** {_describe(order[0], summary[order[0]])}."]
+    free = [m for m in order if summary[m]["needs_budget"] is False]
+    if free:
+        same = "the same, " if free[0] == order[0] else ""
+        lines.append(f"**Best method that needs no budget** (not told the training length): {same}"
+                     f"{_describe(free[0], summary[free[0]])}.")
+    else:
+        lines.append("**Best method that needs no budget:** none in this selection (every method here is told the "
+                     "training length).")
+    parts = []
+    for m in [m for m in order if _is_ours(m)]:
+        by_outcome: dict[str, list[str]] = defaultdict(list)
+        for task, view in views.items():
+            if m == view.best_baseline or m not in view.versus:
+                continue
+            c = view.versus[m]
+            if c.outcome != "untested":
+                outcome: str = c.outcome
+            else:
+                outcome = "ahead" if c.diff > 0 else "behind" if c.diff < 0 else "level"
+            by_outcome[outcome].append(task)
+        said = [f"{word} on {_join(by_outcome[o])}" for o, word in
+                (("win", "wins"), ("tie", "ties"), ("loss", "loses"), ("ahead", "ahead (1 seed, untested)"),
+                 ("level", "level (1 seed)"), ("behind", "behind (1 seed, untested)")) if by_outcome[o]]
+        parts.append(f"`{m}` {'; '.join(said) if said else 'has no baseline to compare with'}")
+    if parts:
+        lines.append("**lrpilot's methods against the best other method of each task** (paired t-test over seeds, "
+                     "5%): " + "; ".join(parts) + ".")
+    else:
+        lines.append("**lrpilot's methods:** none in this selection.")
+    return lines
+
+
+_HOW_TO_READ = """
+### How to read this report
+
+- **Paired seeds.** Every method trains from the same seeds, and a seed fixes both the initial weights and the
+  batch order, so run *s* of one method and run *s* of another differ only by the method.
+- **final / best**: the test metric at the last epoch / at the best epoch, mean over seeds and its 95% Student-t
+  interval `[low, high]` (the mean minus and plus t(0.975, n−1)·sd/√n); with one seed the mean alone (no
+  interval, no standard deviation of one value).
+- **vs best baseline**: the task's best baseline is the best method by mean final that is not lrpilot's (chosen
+  after the fact, which favours the baseline). Each other method is compared with it by the two-sided paired
+  t-test at 5% on the per-seed differences of the final metric: *win* if the 95% interval of the mean difference
+  is above 0, *loss* if below, *tie* if it contains 0; shown with the mean difference (positive: better; points of
+  accuracy, or loss units) and its interval. With one seed the difference is *untested*. A seed where the method
+  diverged and the baseline did not is a loss (and the reverse a win).
+- **worst final over LR ×0.1–×10** (robustness to LR misspecification): the worst final metric (mean over the
+  seeds at each factor; a diverged run counts as 0 accuracy, or an infinite loss) over the runs at ×0.1, ×0.3,
+  ×1, ×3 and ×10 the method's default LR. The values come from the `--lr-sweep` runs cached in this results
+  directory (`runs/`, same budget): `-` where the cache holds no complete sweep of that method on that task
+  (`lrpilot bench --lr-sweep --tasks T --methods M --out DIR` fills it); *LR-free* for the methods that take no
+  LR (their factor is a multiplier or a guess they correct).
+- **Rows** of a task table: best mean final first. **epochs/seconds to target**: the first epoch whose metric
+  reaches the target (mean over the seeds that reach it, and how many do), wall seconds from the start of training
+  including evaluation (`<0.1`: under a tenth of a second). **opt-step time vs plain**: time of `optimizer.step()`
+  + its scheduler (per-epoch steps amortised) relative to the plain optimizer the method builds on (SGD or AdamW),
+  both stepped alternately on the task's model in one process, medians over at least 60 steps (≈: from the
+  training runs, parallel processes on a shared CPU, rough). lrpilot's methods in bold.
+- **Verdict**: derived from these tables: the summary's first row; its first row among the methods that are not
+  told the training length (methods told it: {budget}); and the outcomes of lrpilot's methods ({ours}) in the
+  *vs best baseline* columns."""
+
+
+def _sweep(results: Sequence[Result], stats: Mapping[str, Mapping[str, Mapping[str, Any]]]
+           ) -> dict[str, dict[str, dict[float, list[float]]]]:
+    """task -> method -> lr factor -> final test metrics (diverged runs count as 0 accuracy, infinite loss), for
+    the methods run at more than one LR; runs at another budget than the method's default-LR runs are left out."""
     out: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in results:
         default = _default_lr(r["method"])
         if default is None:
+            continue
+        epochs = stats.get(r["task"], {}).get(r["method"], {}).get("epochs")
+        if epochs is not None and r["epochs"] != epochs:
             continue
         factor = float(f"{r['lr'] / default:.3g}")
         value = _metric_of(r).failed() if r["diverged"] else r["records"][-1]["test_metric"]
@@ -217,21 +474,21 @@ def _sweep_tables(sweep: dict[str, dict[str, dict[float, list[float]]]], metrics
         if not by_method:
             continue
         metric = metrics[task]
-        worst_of = min if metric.higher_is_better else max
         factors = sorted({f for fs in by_method.values() for f in fs})
         lines += [f"\n### LR sweep, {task} (final {metric.name}{' ' + metric.unit if metric.unit else ''}, mean over "
-                  f"seeds, at factor x the method's default LR; diverged = {metric.failed():g})\n",
-                  "| method | " + " | ".join(f"x{f:g}" for f in factors) + " | worst | mean |",
-                  "|---|" + "---|" * (len(factors) + 2)]
+                  f"seeds, at factor x the method's default LR; diverged = {metric.failed():g}; from the runs "
+                  "cached in runs/)\n",
+                  "| method | " + " | ".join(f"x{f:g}" for f in factors) + " | worst | mean | seeds |",
+                  "|---|" + "---|" * (len(factors) + 3)]
         rows = []
         for m, fs in by_method.items():
             means = {f: metric.scale * statistics.mean(v) for f, v in fs.items()}
-            rows.append((worst_of(means.values()), m, means))
-        for worst, m, means in sorted(rows, key=lambda r: -r[0] if metric.higher_is_better else r[0]):
+            rows.append((metric.worst(list(means.values())), m, means, min(len(v) for v in fs.values())))
+        for worst, m, means, seeds in sorted(rows, key=lambda r: -r[0] if metric.higher_is_better else r[0]):
             cells = [f"{means[f]:.{metric.digits}f}" if f in means else "-" for f in factors]
             mean = statistics.mean(means.values())
             lines.append(f"| {m} | " + " | ".join(cells) + f" | **{worst:.{metric.digits}f}** | "
-                         f"{mean:.{metric.digits}f} |")
+                         f"{mean:.{metric.digits}f} | {seeds} |")
     return lines
 
 
@@ -247,152 +504,70 @@ def _write_curves(results: Sequence[Result], path: Path) -> None:
                                  "" if rec["omega"] is None else rec["omega"], rec["seconds"], rec["step_seconds"]])
 
 
-def _style(method: str, index: int) -> dict[str, Any]:
-    """lrpilot's methods: thick solid lines in strong colours; the others: thin dashed lines."""
-    import matplotlib.pyplot as plt
-
-    if method in OURS:
-        return {"color": OURS[method], "lw": 2.4, "ls": "-"}
-    return {"color": plt.get_cmap("tab20b")((3 * index) % 20), "lw": 1.2, "ls": "--"}
-
-
-def _plot(results: Sequence[Result], stats: dict[str, dict[str, dict[str, Any]]],
-          sweep: dict[str, dict[str, dict[float, list[float]]]], metrics: dict[str, _Metric], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    colors = {m: i for i, m in enumerate(METHODS)}
-    default_runs: dict[str, dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
-    for r in results:
-        if r["task"] in stats and r["method"] in stats[r["task"]] and r["lr"] == stats[r["task"]][r["method"]]["lr"]:
-            default_runs[r["task"]][r["method"]].append(r)
-    for task, by_method in default_runs.items():
-        # learning curves: test metric and train loss, mean over seeds
-        metric = metrics[task]
-        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(13, 4.8))
-        for method, runs in sorted(by_method.items()):
-            n = min(len(r["records"]) for r in runs)
-            ep = list(range(1, n + 1))
-            acc = [statistics.mean(metric.scale * r["records"][i]["test_metric"] for r in runs) for i in range(n)]
-            loss = [statistics.mean(r["records"][i]["train_loss"] for r in runs) for i in range(n)]
-            style = _style(method, colors.get(method, 0))
-            ax_acc.plot(ep, acc, label=method, **style)
-            ax_loss.semilogy(ep, loss, **style)
-        values = [metric.scale * x["test_metric"] for runs in by_method.values() for r in runs for x in r["records"]
-                  if math.isfinite(x["test_metric"])]
-        if values and metric.higher_is_better:
-            top = max(values)
-            ax_acc.set_ylim(max(0, top - 25), top + 1)
-        elif values:  # a loss: from the best value to 1.0 above it, so that the good runs are told apart
-            low = min(values)
-            ax_acc.set_ylim(low - 0.05, low + 1.0)
-        ax_acc.axhline(metric.scale * target_of(task), color="k", lw=0.7, ls=":")
-        ax_acc.set(title=f"{task}: {metric.name} (mean over seeds)", xlabel="epoch", ylabel=metric.unit or metric.name)
-        ax_loss.set(title="train loss", xlabel="epoch")
-        ax_acc.legend(fontsize=7, ncol=2, loc="lower right" if metric.higher_is_better else "upper right")
-        fig.tight_layout()
-        name = f"curves_{task}.png"
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        written.append(name)
-        # effective LR traces, seed with the smallest index
-        fig, ax = plt.subplots(figsize=(8, 4.8))
-        for method, runs in sorted(by_method.items()):
-            r = min(runs, key=lambda r: r["seed"])
-            eff = [x["effective_lr"] if x["effective_lr"] > 0 else math.nan for x in r["records"]]
-            ax.semilogy([x["epoch"] for x in r["records"]], eff, label=method, **_style(method, colors.get(method, 0)))
-        top = max(x["effective_lr"] for runs in by_method.values() for r in runs for x in r["records"])
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-5 * top))  # a schedule's last steps to 0 would flatten the rest
-        ax.set(title=f"{task}: effective LR at the end of each epoch (log scale)", xlabel="epoch", ylabel="LR")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        name = f"lr_{task}.png"
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        written.append(name)
-    # AutoDrop's angular velocity with drop marks
-    autodrop = [(t, m, min(runs, key=lambda r: r["seed"])) for t, ms in default_runs.items() for m, runs in ms.items()
-                if runs and "omega_history" in runs[0]]
-    if autodrop:
-        fig, axes = plt.subplots(len(autodrop), 1, figsize=(8, 2.6 * len(autodrop)), squeeze=False)
-        for ax, (task, method, r) in zip(axes[:, 0], autodrop):
-            hist = r["omega_history"]
-            ax.plot([h[0] for h in hist], [h[1] for h in hist], ".-", color="C0")
-            for e in r["drop_epochs"]:
-                ax.axvline(e, color="C3", ls="--", lw=1)
-            ax.set(title=f"{task}, {method} (lr {r['lr']:g}, seed {r['seed']}): ω, drops in red",
-                   ylabel="ω (deg)", xlabel="epoch")
-        fig.tight_layout()
-        fig.savefig(out / "autodrop_omega.png", dpi=100)
-        plt.close(fig)
-        written.append("autodrop_omega.png")
-    # LR-sweep robustness
-    sweep = {t: ms for t, ms in sweep.items() if ms}
-    if sweep:
-        fig, axes = plt.subplots(1, len(sweep), figsize=(6.5 * len(sweep), 4.8), squeeze=False)
-        for ax, (task, per_method) in zip(axes[0], sweep.items()):
-            metric = metrics[task]
-            for method, fs in sorted(per_method.items()):
-                xs = sorted(fs)
-                ax.semilogx(xs, [metric.scale * statistics.mean(fs[x]) for x in xs], marker="o", label=method,
-                            **_style(method, colors.get(method, 0)))
-            ax.set(title=f"{task}: LR-sweep robustness", xlabel="LR / method's default LR",
-                   ylabel=f"final {metric.name} {metric.unit}")
-            ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(out / "lr_sweep.png", dpi=100)
-        plt.close(fig)
-        written.append("lr_sweep.png")
-    return written
+def _view_json(view: TaskView) -> dict[str, Any]:
+    return {"order": view.order, "best_baseline": view.best_baseline,
+            "final": {m: asdict(i) for m, i in view.final.items()},
+            "vs_best_baseline": {m: asdict(c) for m, c in view.versus.items()},
+            "sweep_worst": {m: {"worst": w, "seeds": n} for m, (w, n) in view.sweep_worst.items()}}
 
 
 def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot bench", notes: Sequence[str] = (),
                  figures: bool = True, overhead: dict[tuple[str, str], float] | None = None,
                  provenance: dict[str, Any] | None = None) -> Path:
     """Write ``report.md``, ``curves.csv``, ``summary.json`` and (``figures``) the PNGs into ``out`` from
-    ``results`` (as :func:`~lrpilot.bench.runner.load_results` returns them) and the step-time ratios
-    ``overhead`` ((task, method) -> ratio, :func:`~lrpilot.bench.overhead.measure_overheads`; without them the
-    ratios come from the training runs, marked ≈) and the run's ``provenance``
-    (:func:`~lrpilot.bench.provenance.provenance`: versions, CPU, threads, commit, command line), written into both
-    the report and ``summary.json``; return the report's path."""
+    ``results`` (as :func:`~lrpilot.bench.runner.load_results` returns them: the default-LR runs, and any sweep runs
+    at other LRs, which fill the robustness column and the sweep tables) and the step-time ratios ``overhead``
+    ((task, method) -> ratio, :func:`~lrpilot.bench.overhead.measure_overheads`; without them the ratios come from
+    the training runs, marked ≈) and the run's ``provenance`` (:func:`~lrpilot.bench.provenance.provenance`),
+    written into both the report and ``summary.json``; return the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not results:
         raise ValueError("no results to report")
     stats = method_stats(results)
-    sweep = _sweep(results)
+    sweep = _sweep(results, stats)
     metrics = {r["task"]: _metric_of(r) for r in results}
-    lines = [f"# {title}\n", *notes]
-    lines.append("\nTest metric (accuracy, or validation loss for language modelling) at the last epoch (final) and "
-                 "the best epoch, mean ± sd over seeds; epochs/seconds to target = first epoch whose metric reaches "
-                 "the target (mean over the seeds that reach it, "
-                 "and how many do), wall seconds from the start of training including evaluation; opt-step time vs "
-                 "plain = time of `optimizer.step()` + its scheduler (per-epoch steps amortised) relative to the plain "
-                 "optimizer the method builds on (SGD or AdamW), both stepped alternately on the task's model in one "
-                 "process, medians over at least 60 steps (≈: from the training runs, parallel processes on a "
-                 "shared CPU, rough). lrpilot's methods in bold.")
+    views = {task: analyse_task(task, by_method, sweep.get(task)) for task, by_method in stats.items()}
+    order, summary = summarize(stats, views)
+    verdict = verdict_lines(order, summary, views)
+    lines = [f"# {title}\n", *(line + "  " for line in verdict[:-1]), verdict[-1], "", *notes]
+    present = {m for by_method in stats.values() for m in by_method}
+    budget = [m for m in METHODS if METHODS[m].needs_budget and m in present] or ["none here"]
+    ours = [m for m in METHODS if METHODS[m].lrpilot and m in present] or ["none here"]
+    lines.append(_HOW_TO_READ.format(budget=", ".join(f"`{m}`" for m in budget),
+                                     ours=", ".join(f"`{m}`" for m in ours)))
     for task, by_method in stats.items():
-        lines += _task_table(task, by_method, overhead)
-    summary_lines, summary = _summary_table(stats)
-    lines += summary_lines
+        lines += _task_table(task, by_method, views[task], overhead)
+    lines += _summary_table(order, summary, list(stats))
     lines += _sweep_tables(sweep, metrics)
     lines.append("\n### Methods\n")
-    lines += [f"- `{m.name}` (default lr {m.default_lr:g}): {m.description}" for m in METHODS.values()
-              if any(m.name in s for s in stats.values())]
-    written = _plot(results, stats, sweep, metrics, out) if figures else []
+    lines += [f"- `{m.name}` (default lr {m.default_lr:g}{'' if m.takes_lr else ', LR-free'}"
+              f"{', told the budget' if m.needs_budget else ''}): {m.description}" for m in METHODS.values()
+              if m.name in present]
+    written: list[str] = []
+    if figures:
+        from .plots import plot_all
+
+        default_runs: dict[str, dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
+        for r in results:
+            s = stats.get(r["task"], {}).get(r["method"])
+            if s is not None and r["lr"] == s["lr"] and r["epochs"] == s["epochs"]:
+                default_runs[r["task"]][r["method"]].append(r)
+        written = plot_all(default_runs, {t: target_of(t) for t in stats},
+                           {t: metrics[t].higher_is_better for t in stats}, {t: metrics[t].name for t in stats},
+                           order, {m: summary[m]["gaps"] for m in order}, sweep, out)
     if written:
         lines.append("\n### Figures\n")
         lines += [f"![{name}]({name})" for name in written]
     if provenance is not None:
         lines += provenance_lines(provenance)
     _write_curves(results, out / "curves.csv")
-    (out / "summary.json").write_text(json.dumps({"provenance": provenance, "per_task": stats, "summary": summary,
-                                                  "overhead": {
-        f"{t}/{m}": r for (t, m), r in (overhead or {}).items()}, "sweep": {
-        t: {m: {str(f): v for f, v in fs.items()} for m, fs in ms.items()} for t, ms in sweep.items()}}, indent=1))
+    (out / "summary.json").write_text(json.dumps({
+        "provenance": provenance, "verdict": verdict, "order": order, "per_task": stats, "summary": summary,
+        "analysis": {t: _view_json(v) for t, v in views.items()},
+        "overhead": {f"{t}/{m}": r for (t, m), r in (overhead or {}).items()},
+        "sweep": {t: {m: {str(f): v for f, v in fs.items()} for m, fs in ms.items()} for t, ms in sweep.items()}},
+        indent=1))
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -9,7 +9,10 @@ param group and the effective LR (:func:`lrpilot.telemetry.effective_lrs`), wall
 the seconds spent in ``optimizer.step()`` + the per-step scheduler step; AutoDrop runs also the angular
 velocity ω per epoch (None when not measured), the ω history and the drop epochs. :func:`run_jobs` runs
 what is missing from a results directory, in up to ``jobs`` processes (1 thread each), and prints a progress
-line with an ETA.
+line with an ETA. The ETA comes from measured run times (:class:`Eta`): before the first run ends, from the runs
+already cached in the results directory (a first ETA at the start); then from every run that ends too, per task
+and method, so that a suite whose tasks differ twentyfold in cost (digits vs the GPT) is not extrapolated from
+its fastest runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import math
 import multiprocessing
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,8 +37,8 @@ from .loop import one_thread, train, write_json
 from .methods import METHODS, get_method
 from .tasks import TASKS
 
-__all__ = ["SUITES", "BenchError", "Job", "Suite", "load_results", "make_jobs", "result_path",
-           "run_job", "run_jobs"]
+__all__ = ["SUITES", "BenchError", "Eta", "Job", "Suite", "cached_sweep_jobs", "load_results", "make_jobs",
+           "result_path", "run_job", "run_jobs"]
 
 LR_SWEEP_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -150,8 +154,82 @@ def load_results(out: Path, jobs: Iterable[Job] | None = None) -> list[dict[str,
     return [json.loads(p.read_text()) for p in paths]
 
 
+def cached_sweep_jobs(out: Path, jobs: Iterable[Job]) -> list[Job]:
+    """The LR-sweep runs cached under ``out`` for the (task, method, epochs) of ``jobs``: the jobs at each of
+    :data:`LR_SWEEP_FACTORS` other than 1 x the default LR, any seed, whose result file exists. The report reads
+    them for its robustness column without running a sweep."""
+    found: list[Job] = []
+    for task, name, epochs in dict.fromkeys((j.task, j.method, j.epochs) for j in jobs):
+        default = METHODS[name].default_lr
+        for factor in LR_SWEEP_FACTORS:
+            if factor == 1.0:
+                continue
+            lr = float(f"{default * factor:.6g}")
+            probe = Job(task, name, lr, 0, epochs)
+            pattern = probe.key.replace("__s0__", "__s*__") + ".json"
+            for path in sorted((Path(out) / "runs").glob(pattern)):
+                seed = re.search(r"__s(\d+)__e\d+\.json$", path.name)
+                if seed is not None:
+                    found.append(Job(task, name, lr, int(seed.group(1)), epochs))
+    return found
+
+
 def _fmt_seconds(s: float) -> str:
+    if s >= 3600:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
     return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.0f}s"
+
+
+class Eta:
+    """The time left for a set of jobs, from measured run times.
+
+    A job's expected seconds are ``epochs`` x the measured seconds per epoch of its (task, method), else the mean
+    over the measured methods of its task, else unknown. :meth:`measure` adds a finished (or cached) run;
+    :meth:`remaining` sums the expected seconds of the jobs not yet finished and divides by the processes (a job
+    of a task with no measured run yet counts as the mean expected job, and the estimate says so; the runs in
+    flight count whole, so the estimate errs long by at most one run per process)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self.per_epoch: dict[tuple[str, str], list[float]] = {}
+        self.measured = 0
+
+    def measure(self, result: dict[str, Any]) -> None:
+        """Add the wall seconds per epoch of one run (a result dict)."""
+        epochs = len(result.get("records") or ())
+        if epochs and result.get("seconds", 0) > 0:
+            self.per_epoch.setdefault((result["task"], result["method"]), []).append(result["seconds"] / epochs)
+            self.measured += 1
+
+    def expected(self, job: Job) -> float | None:
+        """The expected wall seconds of ``job``, or None when nothing of its task was measured."""
+        own = self.per_epoch.get((job.task, job.method))
+        if own:
+            return job.epochs * statistics.fmean(own)
+        task = [statistics.fmean(v) for (t, _), v in self.per_epoch.items() if t == job.task]
+        return job.epochs * statistics.fmean(task) if task else None
+
+    def remaining(self, jobs: Iterable[Job]) -> tuple[float, int] | None:
+        """(seconds left for ``jobs`` with :attr:`workers` processes, how many of them had no measurement of their
+        task), or None when none of them has one."""
+        expected = [self.expected(j) for j in jobs]
+        known = [e for e in expected if e is not None]
+        if not known:
+            return None
+        unknown = len(expected) - len(known)
+        total = sum(known) + unknown * statistics.fmean(known)
+        return max(total / self.workers, max(known)), unknown  # no faster than its longest run
+
+    def text(self, jobs: Sequence[Job]) -> str:
+        """``ETA 3m10s``, ``ETA ~3m10s (2 runs of unmeasured tasks)`` or ``ETA unknown``."""
+        if not jobs:
+            return "ETA 0s"
+        left = self.remaining(jobs)
+        if left is None:
+            return "ETA unknown until a run ends"
+        seconds, unknown = left
+        return f"ETA {_fmt_seconds(seconds)}" if not unknown else \
+            f"ETA ~{_fmt_seconds(seconds)} ({unknown} runs of unmeasured tasks)"
 
 
 def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = "cpu",
@@ -169,9 +247,15 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
     if not todo:
         progress(f"bench: all {len(jobs)} runs cached in {out}")
         return []
+    eta = Eta(workers)
+    for cached in load_results(out):  # every cached run, of this selection or not: measured times
+        eta.measure(cached)
+    first = eta.text(todo)
+    source = f"from the measured times of {eta.measured} cached runs" if eta.measured else "no run measured yet"
     progress(f"bench: {len(todo)} of {len(jobs)} runs to compute ({len(jobs) - len(todo)} cached), "
-             f"{max(1, workers)} process(es)")
+             f"{max(1, workers)} process(es); first {first} ({source})")
     start = time.perf_counter()
+    left = set(todo)
 
     failed: list[Job] = []
 
@@ -185,19 +269,20 @@ def run_jobs(jobs: Sequence[Job], out: Path, *, workers: int = 2, device: str = 
                      f"FAILED: {type(err).__name__}: {err}")
             return
         write_json(result_path(out, job), result)
+        eta.measure(result)
         elapsed = time.perf_counter() - start
-        eta = elapsed / done * (len(todo) - done)
         final = result["records"][-1]["test_metric"] if result["records"] else math.nan
         shown = f"acc {100 * final:.1f}%" if result["metric"] == "accuracy" else f"{result['metric']} {final:.3f}"
         flag = " DIVERGED" if result["diverged"] else ""
         progress(f"[{done}/{len(todo)}] {job.task} {job.method} lr {job.lr:g} seed {job.seed}: "
                  f"{shown}{flag} ({result['seconds']:.1f}s) | elapsed {_fmt_seconds(elapsed)}, "
-                 f"ETA {_fmt_seconds(eta)}")
+                 f"{eta.text(sorted(left, key=lambda j: j.key))}")
 
     def finish(done: int, job: Job, compute: Callable[[], dict[str, Any]]) -> None:
+        left.discard(job)
         settle(done, job, compute)
         if bar is not None:
-            bar.advance()
+            bar.advance(eta.text(sorted(left, key=lambda j: j.key)))
 
     try:
         _run_all(todo, workers, device, finish)
@@ -240,8 +325,10 @@ class _ProgressBar:
                 from tqdm import tqdm
             except ImportError:  # pragma: no cover - tqdm comes with the bench extra
                 tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, desc="bench")
+            if tqdm is not None:  # tqdm's own remaining time extrapolates the rate: ours is in the postfix
+                self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, desc="bench",
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                           "[{elapsed}, {rate_fmt}{postfix}]")
 
     def line(self, text: str) -> None:
         if self.bar is not None:
@@ -249,8 +336,10 @@ class _ProgressBar:
         else:
             print(text, file=sys.stderr, flush=True)
 
-    def advance(self) -> None:
+    def advance(self, eta: str = "") -> None:
         if self.bar is not None:
+            if eta:
+                self.bar.set_postfix_str(eta, refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:
