@@ -276,9 +276,11 @@ class Pilot(Optimizer):
                           f"at lr={self.d0}; the checkpoint's start is used (the estimate's sums are relative to it)",
                           UserWarning, stacklevel=2)
             self.d0 = saved_d0
-        device = self._device()
         for key, value in {"estimating": torch.ones(()), **own["scalars"]}.items():
-            self._scalars[key] = value.detach().clone().to(device=device, dtype=torch.float64)
+            if key in self._scalars:  # in place: a compiled step keeps pointing at the same tensors
+                self._scalars[key].copy_(value.detach())
+            else:
+                self._scalars[key] = value.detach().clone().to(device=self._device(), dtype=torch.float64)
         self.steps = int(own["steps"])
         self.drops = int(own["drops"])
         self._scale_mark = float(own["scale_mark"])
@@ -289,6 +291,8 @@ class Pilot(Optimizer):
         self._last_alignment = own["last_alignment"]
         self.events = [PilotEvent(**e) for e in own["events"]]
         self._lr_seen = [group["lr"] for group in self.param_groups]
+        if self.total_steps is not None and own["config"].get("total_steps") != self.total_steps:
+            self._scalars["factor"].fill_(self._schedule_value(self.steps))  # this optimizer's budget
 
     # ------------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -408,8 +412,13 @@ class Pilot(Optimizer):
         if t == start:
             self.events.append(PilotEvent(t, "cooldown", self.d, f"last {total - start} of {total} steps: linear "
                                           "decay to 0"))
-        value = 1.0 if t < start else max(0.0, (total - t) / (total - start))
-        self._scalars["factor"].fill_(value)
+        self._scalars["factor"].fill_(self._schedule_value(t))
+
+    def _schedule_value(self, t: int) -> float:
+        """The budget's factor for step ``t`` (0-based): 1, then linear to 0 over the cooldown."""
+        assert self.total_steps is not None
+        start = self._cooldown_start()
+        return 1.0 if t < start else max(0.0, (self.total_steps - t) / (self.total_steps - start))
 
     @torch.compiler.disable  # host-side bookkeeping: always eager, also inside a compiled step
     def _decide(self) -> None:
