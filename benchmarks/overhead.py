@@ -3,11 +3,13 @@
     python benchmarks/overhead.py [--sizes 1e5 1e6 1e7] [--steps-per-epoch 100] [--device cpu] [--out DIR]
 
 For MLPs (256 -> w -> w -> 10, ReLU; w chosen for about 1e5, 1e6, 1e7 parameters; batch 64) it measures, in one
-process with 1 thread, each of AutoDrop on SGD and on AdamW, ActiveSGD and ActiveAdamW against the plain optimizer
-it builds on (:func:`lrpilot.bench.overhead.step_time_ratio`: the two stepped alternately on the same batch,
-median step times, AutoDrop's per-epoch test amortised over ``--steps-per-epoch`` steps), and the extra memory:
-bytes of the tensors the optimizer state and the scheduler hold beyond the plain optimizer's, as a multiple of
-the parameters' bytes. Writes ``overhead.md`` and ``overhead.json``.
+process with 1 thread, each of AutoDrop on SGD and on AdamW, ActiveSGD, ActiveAdamW and Pilot (with and without a
+budget) against the plain optimizer it builds on (:func:`lrpilot.bench.overhead.step_time_ratio`: the two stepped
+alternately on the same batch, median step times, AutoDrop's per-epoch test amortised over ``--steps-per-epoch``
+steps), and the extra memory: bytes of the tensors the optimizer state and the scheduler hold beyond the plain
+optimizer's, as a multiple of the parameters' bytes. Then the training-step time (forward + backward + step) of
+Pilot against AdamW on the bench tasks' own models (:data:`TASK_PAIRS`). Writes ``overhead.md`` and
+``overhead.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from lrpilot.bench.methods import get_method
 from lrpilot.bench.overhead import step_time_ratio
 
 PAIRS = (("autodrop-sgd", "constant"), ("active-sgd", "constant"), ("autodrop-adamw", "adamw"),
-         ("active-adamw", "adamw"))
+         ("active-adamw", "adamw"), ("pilot", "adamw"), ("pilot-anytime", "adamw"))
 
 
 def mlp(params: float) -> nn.Module:
@@ -95,6 +97,11 @@ def extra_memory(model: nn.Module, method: str, reference: str, batch: tuple[tor
             "extra_x_params": out[method] - out[reference]}
 
 
+#: the bench tasks on whose own models and batches the training-step time of Pilot is measured against AdamW
+TASK_PAIRS = (("mnist1d-cnn", "pilot"), ("mnist1d-cnn", "pilot-anytime"), ("mnist1d-resnet-bn", "pilot"),
+              ("shakespeare-char", "pilot"), ("shakespeare-char", "pilot-anytime"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6, 1e7])
@@ -104,7 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with one_thread():
         rows, seconds = measure(args.sizes, args.steps_per_epoch, args.device)
-    write_report(rows, seconds, args.steps_per_epoch, args.device, args.out)
+        task_rows = measure_tasks(args.device)
+    write_report(rows, seconds, args.steps_per_epoch, args.device, args.out, task_rows)
+
+
+def measure_tasks(device: str) -> list[dict[str, Any]]:
+    """One row per :data:`TASK_PAIRS` entry: optimizer-step and training-step ratios on the task's model."""
+    rows = []
+    for task, method in TASK_PAIRS:
+        reference = get_method(method).reference
+        timing = step_time_ratio(task, method, str(reference), device=device)
+        rows.append({"task": task, "method": method, "reference": reference, **timing})
+        print(f"{task} {method}: train step x{timing['train_ratio']:.3f}, optimizer step x{timing['ratio']:.2f}",
+              flush=True)
+    return rows
 
 
 def measure(sizes: list[float], steps_per_epoch: int, device: str) -> tuple[list[dict[str, Any]], float]:
@@ -128,9 +148,10 @@ def measure(sizes: list[float], steps_per_epoch: int, device: str) -> tuple[list
     return rows, time.perf_counter() - t0
 
 
-def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: int, device: str, out: Path) -> None:
-    """``overhead.json`` (the rows) and ``overhead.md`` (their table) under ``out``."""
-    write_json(out / "overhead.json", rows, indent=1)
+def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: int, device: str, out: Path,
+                 task_rows: list[dict[str, Any]] | None = None) -> None:
+    """``overhead.json`` (the rows) and ``overhead.md`` (their tables) under ``out``."""
+    write_json(out / "overhead.json", rows if task_rows is None else {"mlp": rows, "tasks": task_rows}, indent=1)
     lines = [f"# Overhead of lrpilot's methods vs the plain optimizer (measured by benchmarks/overhead.py, "
              f"{seconds:.0f} s, device {device}, 1 thread; per-epoch work amortised over "
              f"{steps_per_epoch} steps)\n",
@@ -143,6 +164,17 @@ def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: in
         lines.append(f"| {r['params']:,d} | {r['method']} | {r['reference']} | {r['ratio']:.2f} | "
                      f"{1e3 * r['method_seconds']:.3f} / {1e3 * r['reference_seconds']:.3f} | "
                      f"{r['state_x_params']:.2f} / {r['reference_state_x_params']:.2f} | {r['extra_x_params']:.2f} |")
+    if task_rows:
+        lines += ["", "## Training-step time on the bench tasks' models", "",
+                  "Training step = forward + backward + `zero_grad` + `optimizer.step()`, timed together, both "
+                  "optimizers alternately on the task's first batch in one process, medians over at least 60 steps "
+                  "(after 5 warm-up steps).", "",
+                  "| task | method | vs | training-step ratio | training step ms (method / plain) | "
+                  "optimizer-step ratio |", "|---|---|---|---|---|---|"]
+        for r in task_rows:
+            lines.append(f"| {r['task']} | {r['method']} | {r['reference']} | {r['train_ratio']:.3f} | "
+                         f"{1e3 * r['train_method_seconds']:.2f} / {1e3 * r['train_reference_seconds']:.2f} | "
+                         f"{r['ratio']:.2f} |")
     (out / "overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -336,6 +336,10 @@ def test_overhead_ratio_is_measured_against_the_reference_and_cached(tiny: str, 
     assert 0.2 < ratios[(tiny, "autodrop-sgd")] < 20
     cached = json.loads((tmp_path / "overhead" / f"{tiny}__autodrop-sgd__cpu.json").read_text())
     assert cached["reference"] == "constant" and cached["steps"] >= 60
+    # the whole training step (forward + backward + step) is timed too, and takes longer than the step alone
+    assert cached["train_method_seconds"] > cached["method_seconds"] > 0
+    assert cached["train_reference_seconds"] > cached["reference_seconds"] > 0
+    assert 0.2 < cached["train_ratio"] < 20
     assert measure_overheads([(tiny, "autodrop-sgd")], tmp_path) == ratios  # read back, not re-measured
 
 
