@@ -244,7 +244,8 @@ def regression_estimate(lr: float, steps: int = 100) -> float:
     x = torch.randn(256, 8, generator=g)
     y = torch.tanh(x @ torch.randn(8, 1, generator=g)) + 0.05 * torch.randn(256, 1, generator=g)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
-    opt = Pilot(model.parameters(), lr=lr, total_steps=10_000)  # far from the cooldown: f = 1 throughout
+    # far from the cooldown and no warmup: f = 1 throughout
+    opt = Pilot(model.parameters(), lr=lr, total_steps=10_000, warmup=0.0)
     history = [opt.d]
     for _ in range(steps):
         loss = torch.nn.functional.mse_loss(model(x), y)
@@ -305,12 +306,24 @@ def applied_lrs(opt: Pilot, p: torch.nn.Parameter, steps: int, weight_decay: flo
     return out
 
 
-def test_budget_mode_keeps_the_factor_at_one_then_decays_linearly_to_zero_over_the_last_20_percent():
-    """total_steps=50: f = 1 for the first 40 steps, then on the line from 1 at step 40 to 0 at step 50 (the LR the
-    weight decay applies, measured with zero gradients so that d stays at its start 0.1); the 'cooldown' event is
-    at step 40, once."""
+def test_budget_mode_warms_up_over_5_percent_then_holds_one_then_decays_linearly_to_zero_over_the_last_20_percent():
+    """total_steps=100: f = (t + 1) / 5 over the first 5 steps, 1 until step 80, then on the line from 1 at step 80
+    to 0 at step 100 (the LR the weight decay applies, measured with zero gradients so that d stays at its start
+    0.1); the 'cooldown' event is at step 80, once."""
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
-    opt = Pilot([p], total_steps=50, lr=0.1, weight_decay=0.5)
+    opt = Pilot([p], total_steps=100, lr=0.1, weight_decay=0.5)
+    factors = [applied / 0.1 for _, applied in applied_lrs(opt, p, 100, 0.5)]
+    assert opt.d == 0.1
+    for t, f in enumerate(factors):
+        assert f == pytest.approx(min(1.0, (t + 1) / 5, (100 - t) / 20), rel=1e-9, abs=1e-12), t
+    assert [e.step for e in opt.events if e.kind == "cooldown"] == [80]
+
+
+def test_budget_mode_without_warmup_keeps_the_factor_at_one_then_decays_linearly_to_zero_over_the_last_20_percent():
+    """total_steps=50, warmup=0: f = 1 for the first 40 steps, then on the line from 1 at step 40 to 0 at step 50;
+    the 'cooldown' event is at step 40, once."""
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = Pilot([p], total_steps=50, lr=0.1, weight_decay=0.5, warmup=0.0)
     factors = [applied / 0.1 for _, applied in applied_lrs(opt, p, 50, 0.5)]
     assert opt.d == 0.1
     for t, f in enumerate(factors):
@@ -625,7 +638,8 @@ BAD_ARGUMENTS = [
     ({"lr": 0}, "lr"), ({"lr": -1}, "lr"), ({"lr": float("nan")}, "lr"),
     ({"weight_decay": -1}, "weight_decay"),
     ({"betas": (1.0, 0.9)}, "betas"), ({"betas": (0.9,)}, "betas"),
-    ({"cooldown": 0}, "cooldown"), ({"cooldown": 1.5}, "cooldown"),
+    ({"cooldown": 0}, "cooldown"), ({"cooldown": 1.5}, "cooldown"), ({"warmup": -0.1}, "warmup"),
+    ({"warmup": 0.8}, "warmup"),
     ({"drop_factor": 0}, "drop_factor"), ({"drop_factor": 1}, "drop_factor"),
     ({"hold": 1}, "hold"), ({"window": 2}, "window"), ({"threshold": 0}, "threshold"), ({"eps": -1}, "eps"),
 ]
@@ -646,8 +660,8 @@ def test_a_param_group_with_a_negative_lr_is_refused_naming_lr():
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "lr": -1.0})
 
 
-HYPERPARAMETERS = ["total_steps", "lr", "weight_decay", "betas", "beta3", "eps", "cooldown", "drop_factor", "hold",
-                   "window", "threshold", "foreach"]
+HYPERPARAMETERS = ["total_steps", "lr", "weight_decay", "betas", "beta3", "eps", "warmup", "cooldown", "drop_factor",
+                   "hold", "window", "threshold", "foreach"]
 
 
 def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_default():
@@ -664,6 +678,7 @@ def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_
         assert parameter.default is not inspect.Parameter.empty, name
     defaults = {name: signature.parameters[name].default for name in HYPERPARAMETERS}
     assert defaults["total_steps"] is None and defaults["lr"] == 1e-6 and defaults["cooldown"] == 0.2
+    assert defaults["warmup"] == 0.05
     text = pydoc.render_doc(Pilot, renderer=pydoc.plaintext)
     for name in HYPERPARAMETERS:
         assert re.search(rf"\b{name}: [^=]*= {re.escape(repr(defaults[name]))}[,)]", text), name

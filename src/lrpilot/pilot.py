@@ -22,10 +22,11 @@ behind every default):
 
 2. **The schedule** ``f_k``:
 
-   * ``total_steps`` given: warmup-stable-decay -- ``f = 1`` until the last ``cooldown`` fraction of the budget
-     (default 0.2), then linear to 0 at ``total_steps`` (Hägele et al., "Scaling Laws and Compute-Optimal Training
+   * ``total_steps`` given: warmup-stable-decay -- ``f`` linear from ``1/W`` to 1 over the first ``warmup``
+     fraction (0.05, ``W`` steps), 1 until the last ``cooldown`` fraction of the budget (default 0.2), then linear
+     to 0 at ``total_steps`` (Hägele et al., "Scaling Laws and Compute-Optimal Training
      Beyond Fixed Training Durations", NeurIPS 2024, section 3: a 20% linear cooldown matches cosine; Ren, Ma &
-     Ying: keep the large LR long and decay late). Prodigy's own ramp from ``d0`` is the warmup.
+     Ying: keep the large LR long and decay late). ``s`` is weighted without ``f`` (Prodigy's ``safeguard_warmup``).
    * no budget ("anytime"): ``f = drop_factor ** drops``, the drops decided from two signals read at the end of
      measurement windows that grow with training (``W = max(1, t // 20)`` steps, so the same rule serves 20 and
      100k steps): (a) the estimate has *settled* -- ``d`` grew less than 5% over the last 3/4 of the run (not
@@ -109,6 +110,8 @@ class Pilot(Optimizer):
         betas: Adam's ``(beta1, beta2)``.
         beta3: decay of the estimate's sums; ``None``: ``sqrt(beta2)`` (Prodigy's default).
         eps: Adam's epsilon (scaled by ``d`` as in Prodigy).
+        warmup: the fraction of ``total_steps`` over which the LR rises linearly to its estimate (with a budget;
+            0: none). The estimate's denominator ignores it (Prodigy's ``safeguard_warmup``).
         cooldown: the fraction of ``total_steps`` over which the LR decays linearly to 0.
         drop_factor: anytime mode's LR factor per drop.
         hold: anytime mode's hold: a drop waits until the step count is ``hold`` times the step of the last drop
@@ -121,7 +124,8 @@ class Pilot(Optimizer):
 
     def __init__(self, params: Iterable[Any], *, total_steps: int | None = None, lr: float = 1e-6,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), beta3: float | None = None,
-                 eps: float = 1e-8, cooldown: float = 0.2, drop_factor: float = 0.3, hold: float = 4.0,
+                 eps: float = 1e-8, warmup: float = 0.05, cooldown: float = 0.2, drop_factor: float = 0.3,
+                 hold: float = 4.0,
                  window: int = 10, threshold: float = 1.28, foreach: bool | None = None) -> None:
         if total_steps is not None:
             check_number("total_steps", total_steps, low=1, integer=True)
@@ -135,6 +139,7 @@ class Pilot(Optimizer):
             check_number("beta3", beta3, low=0, high=1, high_open=True)
         check_number("eps", eps, low=0)
         check_number("cooldown", cooldown, low=0, high=1, low_open=True)
+        check_number("warmup", warmup, low=0, high=1 - cooldown, high_open=True)
         check_number("drop_factor", drop_factor, low=0, high=1, low_open=True, high_open=True)
         check_number("hold", hold, low=1, low_open=True)
         check_number("window", window, low=3, integer=True)
@@ -148,6 +153,7 @@ class Pilot(Optimizer):
         self.d0 = float(lr)
         self.beta3 = math.sqrt(float(betas[1])) if beta3 is None else float(beta3)
         self.cooldown = float(cooldown)
+        self.warmup = float(warmup)
         self.drop_factor = float(drop_factor)
         self.hold = float(hold)
         self.events: list[PilotEvent] = []
@@ -320,7 +326,8 @@ class Pilot(Optimizer):
             use_foreach = group["foreach"] if group["foreach"] is not None else foreach_by_default(local[0])
             # one call per (device, dtype), as torch's foreach optimizers: each scalar is cast to its tensors' dtype
             buckets = [b for b, _ in group_tensors_by_device_and_dtype(local).values()] if use_foreach else [local]
-            kwargs = {"d": d, "d0": self.d0, "dlr": d * factor * group["lr_multiplier"], "beta1": group["betas"][0],
+            kwargs = {"d": d, "d0": self.d0, "dlr": d * factor * group["lr_multiplier"],
+                      "slr": d * group["lr_multiplier"], "beta1": group["betas"][0],
                       "beta2": group["betas"][1], "beta3": self.beta3, "weight_decay": group["weight_decay"],
                       "eps": group["eps"]}
             calls += [(cast(Any, bucket), use_foreach, kwargs) for bucket in buckets]
@@ -415,10 +422,14 @@ class Pilot(Optimizer):
         self._scalars["factor"].fill_(self._schedule_value(t))
 
     def _schedule_value(self, t: int) -> float:
-        """The budget's factor for step ``t`` (0-based): 1, then linear to 0 over the cooldown."""
+        """The budget's factor for step ``t`` (0-based): linear from 1/W to 1 over the W warmup steps, 1, then
+        linear to 0 over the cooldown."""
         assert self.total_steps is not None
         start = self._cooldown_start()
-        return 1.0 if t < start else max(0.0, (self.total_steps - t) / (self.total_steps - start))
+        if t >= start:
+            return max(0.0, (self.total_steps - t) / (self.total_steps - start))
+        warmup = round(self.warmup * self.total_steps)
+        return min(1.0, (t + 1) / warmup) if warmup > 0 else 1.0
 
     @torch.compiler.disable  # host-side bookkeeping: always eager, also inside a compiled step
     def _decide(self) -> None:
@@ -467,15 +478,17 @@ class Pilot(Optimizer):
 # Both paths keep the scalars (d, eta, the factors) as 0-dim tensors, so that a compiled step never sees a changing
 # Python number, and reduce in the parameters' dtype (as prodigyopt's ``torch.dot``), accumulating across tensors in
 # float64. ``_single_tensor_pilot`` is the reference the tests compare ``_multi_tensor_pilot`` to.
-def _scalars(d: Tensor, d0: float, dlr: Tensor, beta1: float, beta2: float, eps: float, dtype: torch.dtype
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(d (1 - beta1), d^2 (1 - beta2), (d / d0) eta, eta, d eps), each cast once to ``dtype``."""
-    return ((d * (1 - beta1)).to(dtype), (d * d * (1 - beta2)).to(dtype), (d / d0 * dlr).to(dtype), dlr.to(dtype),
+def _scalars(d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float, beta2: float, eps: float,
+             dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(d (1 - beta1), d^2 (1 - beta2), (d / d0) d c, eta, d eps), each cast once to ``dtype``; the third is s's
+    weight, without the schedule factor (Prodigy's ``safeguard_warmup``: a small LR in the warmup does not
+    shrink the denominator and so inflate the estimate)."""
+    return ((d * (1 - beta1)).to(dtype), (d * d * (1 - beta2)).to(dtype), (d / d0 * slr).to(dtype), dlr.to(dtype),
             (d * eps).to(dtype))
 
 
 def _single_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
                          beta2: float, beta3: float, weight_decay: float, eps: float,
                          measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """What a step reads before it changes anything, one tensor at a time: ``(d/d0) eta sum <g, x0 - x>`` (the
@@ -496,7 +509,7 @@ def _single_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: li
 
 
 def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
                         beta2: float, beta3: float, weight_decay: float, eps: float,
                         measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`_single_tensor_reads` with ``torch._foreach_*`` kernels (one device and dtype)."""
@@ -519,7 +532,7 @@ def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
 
 
 def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
                          beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
     """The update, one tensor at a time: Adam's moments scaled by ``d``, ``s``, decoupled weight decay and the
     step. Returns ``||s||_1`` (the estimate's denominator) over these tensors."""
@@ -527,7 +540,7 @@ def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: li
     cache: dict[torch.dtype, tuple[Tensor, ...]] = {}
     for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, s_list, strict=True):
         if p.dtype not in cache:
-            cache[p.dtype] = _scalars(d, d0, dlr, beta1, beta2, eps, p.dtype)
+            cache[p.dtype] = _scalars(d, d0, dlr, slr, beta1, beta2, eps, p.dtype)
         c1, c2, cs, step, d_eps = cache[p.dtype]
         m.mul_(beta1).addcmul_(g, c1)
         v.mul_(beta2).addcmul_(g, g * c2)
@@ -540,11 +553,11 @@ def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: li
 
 
 def _multi_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, beta1: float,
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
                         beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
     """The ``torch._foreach_*`` path (one device and dtype): the math of :func:`_single_tensor_pilot` in a few
     fused kernels over the whole list."""
-    c1, c2, cs, step, d_eps = _scalars(d, d0, dlr, beta1, beta2, eps, params[0].dtype)
+    c1, c2, cs, step, d_eps = _scalars(d, d0, dlr, slr, beta1, beta2, eps, params[0].dtype)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_addcmul_(exp_avgs, grads, [c1] * len(grads))
     torch._foreach_mul_(exp_avg_sqs, beta2)
