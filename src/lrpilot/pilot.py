@@ -488,8 +488,8 @@ def _scalars(d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float, beta2
 
 
 def _single_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
-                         beta2: float, beta3: float, weight_decay: float, eps: float,
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
+                         beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float,
                          measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """What a step reads before it changes anything, one tensor at a time: ``(d/d0) eta sum <g, x0 - x>`` (the
     estimate's numerator increment), and in anytime mode ``||g||^2``, ``<g, u_prev>`` and ``||u_prev||^2`` with
@@ -509,8 +509,8 @@ def _single_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: li
 
 
 def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
-                        beta2: float, beta3: float, weight_decay: float, eps: float,
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
+                         beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float,
                         measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`_single_tensor_reads` with ``torch._foreach_*`` kernels (one device and dtype)."""
     zero = torch.zeros((), dtype=torch.float64, device=d.device)
@@ -532,8 +532,8 @@ def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
 
 
 def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
-                         beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
+                         beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
     """The update, one tensor at a time: Adam's moments scaled by ``d``, ``s``, decoupled weight decay and the
     step. Returns ``||s||_1`` (the estimate's denominator) over these tensors."""
     den = torch.zeros((), dtype=torch.float64, device=d.device)
@@ -553,8 +553,8 @@ def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: li
 
 
 def _multi_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float,
-                        beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
+                         beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
     """The ``torch._foreach_*`` path (one device and dtype): the math of :func:`_single_tensor_pilot` in a few
     fused kernels over the whole list."""
     c1, c2, cs, step, d_eps = _scalars(d, d0, dlr, slr, beta1, beta2, eps, params[0].dtype)
