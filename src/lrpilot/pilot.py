@@ -545,7 +545,7 @@ def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: li
         m.mul_(beta1).addcmul_(g, c1)
         v.mul_(beta2).addcmul_(g, g * c2)
         s.mul_(beta3).addcmul_(g, cs)
-        den = den + s.norm(1).double()
+        den = den + torch.linalg.vector_norm(s, 1).double()
         p.mul_(1 - step * weight_decay)
         denom = v.sqrt().add_(d_eps).div_(step)  # p -= eta m / (sqrt(v) + d eps)
         p.addcdiv_(m, denom, value=-1)
