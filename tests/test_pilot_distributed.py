@@ -35,13 +35,8 @@ BATCH = 16  # the whole batch of a step; under DDP each rank gets half of it
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run fastest on one torch thread (the machine is shared: 15x faster than two threads on a
-    loaded 2-core machine, measured); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test of this file runs on one torch thread (tests/conftest.py)."""
 
 
 def _free_port() -> int:

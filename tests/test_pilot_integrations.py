@@ -21,13 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run fastest on one torch thread (the machine is shared: 15x faster than two threads on a
-    loaded 2-core machine, measured); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test of this file runs on one torch thread (tests/conftest.py)."""
 
 
 def pilot_warnings(record) -> list[str]:

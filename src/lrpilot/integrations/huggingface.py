@@ -52,6 +52,7 @@ from .._validation import check_number
 from ..autodrop import AutoDrop
 from ..pilot import Pilot
 from ..telemetry import lr_value
+from .logging import event_rows as _event_rows
 from .logging import lrpilot_metrics
 
 __all__ = ["STATE_KEY", "ActiveLRCallback", "AutoDropCallback", "PilotCallback"]
@@ -353,17 +354,6 @@ class ActiveLRCallback(_LrpilotCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
         self.optimizer, self._trainer = None, None
-
-
-def _event_rows(events: list[Any], prefix: str = "") -> list[dict[str, float]]:
-    """Pilot events as rows of metrics, ``{prefix}pilot/event_<kind>: value``; a kind seen twice starts a new row."""
-    rows: list[dict[str, float]] = [{}]
-    for event in events:
-        key = f"{prefix}pilot/event_{event.kind}"
-        if key in rows[-1]:
-            rows.append({})
-        rows[-1][key] = float(event.value)
-    return [row for row in rows if row]
 
 
 def _last_lr_holder(lr_scheduler: Any) -> Any:

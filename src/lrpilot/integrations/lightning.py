@@ -44,6 +44,7 @@ from ..active._base import ActiveOptimizer
 from ..autodrop import AutoDrop
 from ..pilot import Pilot
 from ..telemetry import set_lr
+from .logging import event_rows as _event_rows
 from .logging import lrpilot_metrics
 
 __all__ = ["ActiveLRCallback", "AutoDropCallback", "PilotCallback"]
@@ -276,17 +277,6 @@ class ActiveLRCallback(_EpochEndCallback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._load_pending_state(state_dict)
-
-
-def _event_rows(events: list[Any], prefix: str = "") -> list[dict[str, float]]:
-    """Pilot events as rows of metrics, ``{prefix}pilot/event_<kind>: value``; a kind seen twice starts a new row."""
-    rows: list[dict[str, float]] = [{}]
-    for event in events:
-        key = f"{prefix}pilot/event_{event.kind}"
-        if key in rows[-1]:
-            rows.append({})
-        rows[-1][key] = float(event.value)
-    return [row for row in rows if row]
 
 
 class PilotCallback(_EpochEndCallback):

@@ -26,7 +26,7 @@ from torch.optim import Optimizer
 
 from ..telemetry import lrpilot_metrics
 
-__all__ = ["CSVSink", "CallableSink", "MetricsLogger", "Sink", "TensorBoardSink", "lrpilot_metrics"]
+__all__ = ["CSVSink", "CallableSink", "MetricsLogger", "Sink", "TensorBoardSink", "event_rows", "lrpilot_metrics"]
 
 
 class Sink(Protocol):
@@ -97,6 +97,18 @@ class CSVSink:
 
     def event(self, text: str, step: int) -> None:
         pass
+
+
+def event_rows(events: Iterable[Any], prefix: str = "") -> list[dict[str, float]]:
+    """Pilot events (:class:`~lrpilot.PilotEvent`) as rows of metrics, ``{prefix}pilot/event_<kind>: value``; a kind
+    seen twice starts a new row (the Hugging Face and Lightning ``PilotCallback`` log each row once)."""
+    rows: list[dict[str, float]] = [{}]
+    for event in events:
+        key = f"{prefix}pilot/event_{event.kind}"
+        if key in rows[-1]:
+            rows.append({})
+        rows[-1][key] = float(event.value)
+    return [row for row in rows if row]
 
 
 class MetricsLogger:
