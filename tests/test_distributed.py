@@ -9,45 +9,19 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 import sys
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from _gloo import run_on_ranks
 from lrpilot import ActiveAdamW, AngularVelocity, AutoDrop
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()) or sys.platform != "linux",
     reason="needs torch.distributed with gloo and the fork start method (Linux)",
 )
-WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(worker, tmp_path, *args):
-    """Run ``worker(rank, out_dir, *args)`` on WORLD forked processes in a fresh gloo group."""
-    port = _free_port()
-
-    def entry(rank: int) -> None:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-        try:
-            worker(rank, tmp_path, *args)
-        finally:
-            dist.destroy_process_group()
-
-    mp.start_processes(entry, nprocs=WORLD, start_method="fork", join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
 # ----------------------------------------------------------------------------------------------- sharded
@@ -82,7 +56,7 @@ def _sharded_worker(rank, out):
 
 
 def test_sharded_angular_velocity_is_the_angle_of_the_whole_vector_on_every_rank(tmp_path):
-    results = _run(_sharded_worker, tmp_path)
+    results = run_on_ranks(_sharded_worker, tmp_path)
     full = [torch.zeros_like(p, requires_grad=True) for p in _trajectory()[0]]
     reference = AngularVelocity([{"params": full[:2]}, {"params": full[2:]}], per_group=True)
     expected, expected_groups = [], []
@@ -144,7 +118,7 @@ def _ddp_worker(rank, out, epochs, steps):
 
 
 def test_ddp_ranks_take_identical_autodrop_decisions_and_keep_identical_active_multipliers(tmp_path):
-    r0, r1 = _run(_ddp_worker, tmp_path, 14, 4)
+    r0, r1 = run_on_ranks(_ddp_worker, tmp_path, 14, 4)
     assert len(r0["drops"]) >= 1, "the test needs at least one drop to compare"
     assert r0["omega"] == r1["omega"] and r0["drops"] == r1["drops"] and r0["lr"] == r1["lr"]
     assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"]))
@@ -203,7 +177,7 @@ def test_fsdp2_sharded_parameters_give_the_angle_of_the_gathered_model(tmp_path)
     """With FSDP2 (fully_shard, DTensor parameters) on CPU, AngularVelocity(sharded=True) measures from the local
     shards and all-reduced sums the same angle as on the gathered full parameters, on both ranks."""
     pytest.importorskip("torch.distributed.fsdp")
-    results = _run(_fsdp_worker, tmp_path)
+    results = run_on_ranks(_fsdp_worker, tmp_path)
     for res in results:
         assert res["angles"][:2] == [None, None]
         for got, want in zip(res["angles"][2:], res["reference"][2:]):

@@ -13,15 +13,13 @@ regression see the estimate settle (step 101) and two drops (measured: steps 210
 from __future__ import annotations
 
 import copy
-import os
-import socket
 import sys
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from _gloo import WORLD, run_on_ranks
 from lrpilot import Pilot
 
 pytestmark = [
@@ -29,7 +27,6 @@ pytestmark = [
                        reason="needs torch.distributed with gloo and the fork start method (Linux)"),
     pytest.mark.slow,
 ]
-WORLD = 2
 STEPS = 450
 BATCH = 16  # the whole batch of a step; under DDP each rank gets half of it
 
@@ -37,29 +34,6 @@ BATCH = 16  # the whole batch of a step; under DDP each rank gets half of it
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     """Every test of this file runs on one torch thread (tests/conftest.py)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(worker, tmp_path, *args):
-    """Run ``worker(rank, out_dir, *args)`` on WORLD forked processes in a fresh gloo group."""
-    port = _free_port()
-
-    def entry(rank: int) -> None:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-        try:
-            worker(rank, tmp_path, *args)
-        finally:
-            dist.destroy_process_group()
-
-    mp.start_processes(entry, nprocs=WORLD, start_method="fork", join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
 def make_model() -> torch.nn.Module:
@@ -90,7 +64,7 @@ def summary(opt: Pilot, params) -> dict:
             "events": [(e.step, e.kind, e.value) for e in opt.events]}
 
 
-def single_process_run() -> dict:
+def single_processrun_on_ranks() -> dict:
     model = make_model()
     opt = Pilot(model.parameters(), hold=2.0)
     train(model, opt, STEPS)
@@ -116,16 +90,16 @@ def _ddp_worker(rank, out):
     torch.save(summary(opt, model.module.parameters()), out / f"rank{rank}.pt")
 
 
-def test_ddp_ranks_take_identical_decisions_and_match_the_full_batch_single_process_run(tmp_path):
+def test_ddp_ranks_take_identical_decisions_and_match_the_full_batch_single_processrun_on_ranks(tmp_path):
     """Each rank steps on its own half of every batch; DDP averages the gradients. Both ranks: bitwise the same
     parameters, d, factor and events (drops included). Against one process on the whole batch: the same events, d
     within 1e-9, parameters within 1e-7 (measured: d 2e-15, parameters 2.5e-9 after 450 steps -- the averaged
     gradient differs from the whole-batch one in the last bits, and the run amplifies it)."""
-    r0, r1 = _run(_ddp_worker, tmp_path)
+    r0, r1 = run_on_ranks(_ddp_worker, tmp_path)
     assert r0["drops"] >= 1, f"the scenario needs a drop: {r0['events']}"
     assert r0["events"] == r1["events"] and (r0["d"], r0["factor"]) == (r1["d"], r1["factor"])
     assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"], strict=True))
-    reference = single_process_run()
+    reference = single_processrun_on_ranks()
     assert_close_to(r0, reference, rel=1e-9, params_rel=1e-7)
 
 
@@ -158,7 +132,7 @@ def test_fsdp2_sharded_pilot_takes_the_unsharded_estimate_decisions_and_paramete
 
     if not hasattr(fsdp, "fully_shard"):
         pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (FSDP2)")
-    results = _run(_fsdp_worker, tmp_path)
+    results = run_on_ranks(_fsdp_worker, tmp_path)
     for res in results:
         assert all(res["sharded_locally"]), "every parameter must be sharded across the two ranks"
         assert res["reference"]["drops"] >= 1, "the scenario needs a drop"
