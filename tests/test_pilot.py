@@ -76,6 +76,20 @@ def mid_window(at_least: int) -> int:
     return next(t for t in range(at_least, at_least + 1000) if t not in ends)
 
 
+def fit_full_batch(forward, opt: Pilot, x: torch.Tensor, y: torch.Tensor, steps: int, after_step=None) -> list[float]:
+    """``steps`` full-batch MSE steps of ``forward`` with ``opt``; each step's loss (``after_step()`` after each)."""
+    losses = []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(forward(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if after_step is not None:
+            after_step()
+    return losses
+
+
 def params_of(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
@@ -129,13 +143,7 @@ def test_the_default_pilot_trains_a_regression_model_with_no_lr_scheduler_or_hoo
     y = torch.tanh(x @ torch.randn(8, 1, generator=g)) + 0.05 * torch.randn(256, 1, generator=g)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     opt = Pilot(model.parameters())
-    losses = []
-    for _ in range(200):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_full_batch(model, opt, x, y, 200)
     assert losses[-1] < losses[0] / 50, (losses[0], losses[-1])
     assert opt.d > 1000 * 1e-6  # the estimate grew from the default guess
     assert all(math.isfinite(v) for v in losses)
@@ -242,12 +250,7 @@ def regression_estimate(lr: float, steps: int = 100) -> float:
     # far from the cooldown and no warmup: f = 1 throughout
     opt = Pilot(model.parameters(), lr=lr, total_steps=10_000, warmup=0.0)
     history = [opt.d]
-    for _ in range(steps):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(opt.d)
+    fit_full_batch(model, opt, x, y, steps, after_step=lambda: history.append(opt.d))
     assert history[0] == lr
     assert all(b >= a for a, b in pairwise(history)), "d only grows"
     return history[-1]
@@ -727,14 +730,7 @@ def test_a_compiled_model_trains_with_pilot_like_the_eager_model():
         x = torch.randn(64, 8, generator=g)
         y = torch.sin(x.sum(1, keepdim=True))
         opt = Pilot(model.parameters())
-        losses = []
-        for _ in range(60):
-            loss = torch.nn.functional.mse_loss(forward(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        return losses, params_of(model), opt.d
+        return fit_full_batch(forward, opt, x, y, 60), params_of(model), opt.d
 
     torch._dynamo.reset()
     losses, compiled, d = run(True)
