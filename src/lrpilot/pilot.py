@@ -9,7 +9,7 @@ behind every default):
    with its defaults: no bias correction, unlimited growth, ``beta3 = sqrt(beta2)``)::
 
        r_k   = beta3 r_{k-1} + (d_k / d_0) eta_k <g_k, x_0 - x_k>          (numerator)
-       s_k   = beta3 s_{k-1} + (d_k / d_0) eta_k g_k                        (a parameter-sized buffer)
+       s_k   = beta3 s_{k-1} + (d_k / d_0) d_k c g_k                        (a parameter-sized buffer)
        d_{k+1} = max(d_k, r_k / ||s_k||_1)
        m_k = beta1 m_{k-1} + d_k (1 - beta1) g_k,   v_k = beta2 v_{k-1} + d_k^2 (1 - beta2) g_k^2
        x_{k+1} = x_k - eta_k lambda x_k - eta_k m_k / (sqrt(v_k) + d_k eps),    eta_k = d_k f_k c
