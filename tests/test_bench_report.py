@@ -268,3 +268,34 @@ def test_task_figures_show_every_method_unclipped_styled_and_labelled(two_tasks,
     for ax in (full, zoom, loss, lr):
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
     assert lr.get_yscale() == "log" and loss.get_yscale() == "log"
+
+
+def test_the_report_says_which_tasks_tell_schedules_apart(two_tasks, tmp_path: Path) -> None:
+    """A task discriminates when the best method beats the better constant-LR baseline by more than twice the
+    larger of the two standard deviations over seeds: on ta cosine (92 +- 2) over adamw (90 +- 1) by 2.0 < 4.0,
+    no; on tb cosine (96 +- 1) over adamw (91 +- 1) by 5.0 > 2.0, yes."""
+    finals = {"ta": {"cosine": (0.90, 0.92, 0.94), "adamw": (0.89, 0.90, 0.91)},
+              "tb": {"cosine": (0.95, 0.96, 0.97), "adamw": (0.90, 0.91, 0.92)}}
+    results = [_run(t, m, s, v[s]) for t, ms in finals.items() for m, v in ms.items() for s in range(3)]
+    report = write_report(results, tmp_path, figures=False).read_text()
+    rows = {r[0]: r for r in _rows(report, "Does each task tell schedules apart?")}
+    assert rows["ta"][1:] == ["cosine", "92.00", "adamw", "90.00", "2.00", "4.00", "no"]
+    assert rows["tb"][1:] == ["cosine", "96.00", "adamw", "91.00", "5.00", "2.00", "**yes**"]
+    saved = json.loads((tmp_path / "summary.json").read_text())["discrimination"]
+    assert saved["tb"]["discriminates"] is True and saved["ta"]["discriminates"] is False
+    assert saved["ta"]["margin"] == pytest.approx(2.0) and saved["ta"]["spread"] == pytest.approx(2.0)
+
+
+def test_with_one_seed_the_spread_and_so_the_discrimination_are_unknown(two_tasks, tmp_path: Path) -> None:
+    report = write_report(_results(seeds=1), tmp_path, figures=False).read_text()
+    rows = {r[0]: r for r in _rows(report, "Does each task tell schedules apart?")}
+    assert rows["tb"][6:] == ["-", "- (one seed)"]
+
+
+def test_runs_restored_from_an_earlier_run_are_declared_in_the_report(two_tasks, tmp_path: Path) -> None:
+    results = _results()
+    for r in results[:4]:
+        r["restored_from"] = "an earlier run"
+    report = write_report(results, tmp_path, figures=False).read_text()
+    assert "4 of these runs were not trained by this invocation: restored from an earlier run." in report
+    assert "not trained by this invocation" not in write_report(_results(), tmp_path, figures=False).read_text()

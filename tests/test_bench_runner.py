@@ -300,6 +300,29 @@ def test_make_jobs_names_unknown_entries_and_skips_inapplicable_methods() -> Non
     assert {j.epochs for j in make_jobs(["digits-mlp"], ["constant"], 1)} == {TASKS["digits-mlp"].epochs}
 
 
+def test_a_suite_sweep_adds_the_other_factors_of_methods_that_take_an_lr_on_its_sweep_tasks_only() -> None:
+    """``sweep_tasks``: every method that takes an LR also runs at x0.1, x0.3, x3, x10 its default LR (the x1 runs
+    are the main ones) for ``sweep_seeds`` seeds, on those tasks only; LR-free methods are not swept."""
+    plain = make_jobs(["digits-mlp", "mnist1d-cnn"], ["constant", "prodigy"], 3)
+    jobs = make_jobs(["digits-mlp", "mnist1d-cnn"], ["constant", "prodigy"], 3, sweep_tasks=["digits-mlp"],
+                     sweep_seeds=2)
+    extra = [j for j in jobs if j not in plain]
+    assert sorted(set(jobs) - set(extra), key=plain.index) == plain
+    assert {(j.task, j.method) for j in extra} == {("digits-mlp", "constant")}
+    assert sorted({j.lr for j in extra}) == pytest.approx([0.01, 0.03, 0.3, 1.0])
+    assert {j.seed for j in extra} == {0, 1} and len(extra) == 8
+    with pytest.raises(ValueError, match="sweep_seeds must be >= 1, got 0"):
+        make_jobs(["digits-mlp"], ["constant"], 1, sweep_tasks=["digits-mlp"], sweep_seeds=0)
+
+
+def test_the_full_suite_sweeps_its_fast_tasks_and_the_quick_suite_holds_a_discriminating_task() -> None:
+    full, quick = runner.SUITES["full"], runner.SUITES["quick"]
+    assert set(full.sweep_tasks) <= set(full.tasks) and "mnist1d-cnn-noisy" in full.sweep_tasks
+    assert "shakespeare-char" not in full.sweep_tasks  # ~90 s a run: 64 more runs would double the suite
+    assert {"mnist1d-cnn-noisy", "digits-mlp-noisy"} <= set(full.tasks)
+    assert "mnist1d-cnn-noisy" in quick.tasks and not quick.sweep_tasks
+
+
 def test_cli_list_and_quick_suite_selection(capsys) -> None:
     assert main(["bench", "--list"]) == 0
     listed = capsys.readouterr().out
@@ -323,7 +346,11 @@ def test_cli_list_shows_what_each_suite_runs(capsys) -> None:
             f"{t} {epochs.get(t, TASKS[t].epochs)} epochs" for t in suite.tasks)
         assert listed[header + 2] == "    methods: " + ", ".join(suite.methods)
     assert "texp: only on some tasks" in next(line for line in listed if line.startswith("  full: "))
-    assert "quick: 2 tasks" in "\n".join(listed) and "mnist1d-cnn 40 epochs, digits-mlp 30 epochs" in "\n".join(listed)
+    assert "quick: 4 tasks" in "\n".join(listed) and "mnist1d-cnn-noisy 40 epochs" in "\n".join(listed)
+    full = runner.SUITES["full"]
+    swept = len(make_jobs(list(full.tasks), list(full.methods), 3, sweep_tasks=full.sweep_tasks)) - len(
+        make_jobs(list(full.tasks), list(full.methods), 3))
+    assert f"{', '.join(full.sweep_tasks)} = {swept} more runs" in "\n".join(listed)
     flags = {line.split()[0]: line for line in listed if line.startswith("  ") and " lr " in line}
     assert "[lrpilot]" in flags["autodrop-sgd"] and "[budget]" in flags["cosine"]
     assert "LR-free" in flags["prodigy"] and "[lrpilot; budget; LR-free]" in flags["pilot"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lrpilot import check_scale_invariance, make_scale_invariant
+from lrpilot.bench.datasets import digits_noisy_data, flip_labels, mnist1d_noisy_data
 from lrpilot.bench.methods import get_method
 from lrpilot.bench.report import write_report
 from lrpilot.bench.runner import SUITES, Job, load_results, make_jobs, run_job, run_jobs
@@ -27,6 +29,8 @@ from lrpilot.bench.tasks import (
     char_gpt,
     cifar10_data,
     cifar_resnet20,
+    digits_data,
+    mnist1d_data,
     mnist1d_resnet_bn,
     shakespeare_text,
 )
@@ -165,7 +169,7 @@ def test_resnet_bn_is_residual_and_every_conv_is_scale_invariant() -> None:
 
 def test_full_suite_has_every_offline_task_and_no_cifar() -> None:
     assert set(SUITES["full"].tasks) == {"mnist1d-cnn", "mnist1d-bncnn", "mnist1d-resnet-bn", "digits-mlp",
-                                         "shakespeare-char"}
+                                         "mnist1d-cnn-noisy", "digits-mlp-noisy", "shakespeare-char"}
     assert not TASKS["cifar10-resnet"].in_full_suite
 
 
@@ -223,3 +227,38 @@ def test_cli_trains_cifar10_from_a_local_copy(monkeypatch: pytest.MonkeyPatch, t
                  "--epochs", "1", "--jobs", "1", "--out", str(out)]) == 0
     (result,) = load_results(out)
     assert result["task"] == "cifar10-resnet" and len(result["records"]) == 1
+
+
+def test_flip_labels_moves_about_the_fraction_always_to_another_class_and_is_reproducible() -> None:
+    labels = torch.arange(20000) % 10
+    noisy = flip_labels(labels, 0.25, 10, seed=3)
+    flipped = noisy != labels
+    assert 0.24 < flipped.float().mean().item() < 0.26
+    assert bool(((noisy >= 0) & (noisy < 10)).all())
+    assert torch.equal(noisy, flip_labels(labels, 0.25, 10, seed=3))
+    assert not torch.equal(noisy, flip_labels(labels, 0.25, 10, seed=4))
+    assert torch.equal(flip_labels(labels, 0.0, 10), labels)
+    # the new class is uniform over the 9 others: each offset (new - old) mod 10 in 1..9 about equally often
+    offsets = torch.bincount((noisy - labels)[flipped] % 10, minlength=10)
+    assert offsets[0] == 0 and offsets[1:].min() > 0.8 * offsets[1:].float().mean()
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [({"fraction": 1.0}, "fraction must be in [0, 1), got 1.0"),
+                                               ({"fraction": -0.1}, "got -0.1"),
+                                               ({"classes": 1}, "classes must be >= 2, got 1"),
+                                               ({"classes": 3}, "labels must lie in 0..2, got 0..9")])
+def test_flip_labels_names_a_bad_argument(kwargs: dict, named: str) -> None:
+    args = {"fraction": 0.25, "classes": 10, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(named)):
+        flip_labels(torch.arange(10), **args)
+
+
+def test_the_noisy_tasks_flip_training_labels_only() -> None:
+    """mnist1d-cnn-noisy / digits-mlp-noisy: same inputs and test set as the clean tasks, a quarter / 30% of the
+    training labels changed."""
+    for noisy, clean, fraction in ((mnist1d_noisy_data, mnist1d_data, 0.25), (digits_noisy_data, digits_data, 0.3)):
+        x, y, xt, yt = noisy()
+        cx, cy, cxt, cyt = clean()
+        assert torch.equal(x, cx) and torch.equal(xt, cxt) and torch.equal(yt, cyt)
+        assert abs((y != cy).float().mean().item() - fraction) < 0.04
+    assert TASKS["mnist1d-cnn-noisy"].data is mnist1d_noisy_data and TASKS["digits-mlp-noisy"].data is digits_noisy_data

@@ -37,14 +37,15 @@ def late_decay(args: argparse.Namespace) -> int:
 
 BENCH_HELP = """Benchmark lrpilot's methods against the LR schedules and LR-free optimizers in common use.
 
-With no arguments, runs the `quick` suite (MNIST-1D CNN 40 epochs and digits MLP 30 epochs, every method at
-its default LR, 1 seed; measured 90 s on 2 CPU cores). `--suite full` runs every task (MNIST-1D CNN, BN CNN
-and BN ResNet, digits MLP, a character GPT on tiny Shakespeare) and method for the tasks' full budgets with 3
-seeds. `--tasks cifar10-resnet --cifar10 PATH` adds CIFAR-10 from a local copy. Each run is cached as
-runs/<task>__<method>__lr<lr>__s<seed>__e<epochs>.json under --out, so an interrupted benchmark resumes and a
-repeated one computes only what is missing. Writes report.md, curves.csv, summary.json and PNG figures to
---out and prints the report's three verdict lines and its path; the first ETA comes from the measured times of
-the runs already cached there.
+With no arguments, runs the `quick` suite (MNIST-1D CNN 40 epochs and digits MLP 30 epochs, each with clean
+and with noisy training labels; every method at its default LR, 1 seed; a few minutes on 2 CPU cores).
+`--suite full` runs every task (MNIST-1D CNN, BN CNN and BN ResNet, digits MLP, the noisy-label CNN and MLP,
+a character GPT on tiny Shakespeare) and method for the tasks' full budgets with 3 seeds, plus an LR sweep
+(1 seed) of the methods that take an LR on its fast tasks. `--tasks cifar10-resnet --cifar10 PATH` adds
+CIFAR-10 from a local copy. Each run is cached as runs/<task>__<method>__lr<lr>__s<seed>__e<epochs>.json
+under --out, so an interrupted benchmark resumes and a repeated one computes only what is missing. Writes
+report.md, curves.csv, summary.json and PNG figures to --out and prints the report's three verdict lines and
+its path; the first ETA comes from the measured times of the runs already cached there.
 """
 
 
@@ -67,7 +68,8 @@ def bench(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else suite.seeds
     epochs = args.epochs if args.epochs is not None else suite.epochs
     try:
-        jobs = make_jobs(tasks, methods, seeds, epochs=epochs, lr_sweep=args.lr_sweep)
+        jobs = make_jobs(tasks, methods, seeds, epochs=epochs, lr_sweep=args.lr_sweep,
+                         sweep_tasks=() if args.no_sweep else suite.sweep_tasks, sweep_seeds=suite.sweep_seeds)
     except (KeyError, ValueError) as err:
         print(f"lrpilot bench: {err.args[0]}", file=sys.stderr)
         return 2
@@ -131,11 +133,16 @@ def _listing() -> str:
         epochs = suite.epochs or {}
         budgets = ", ".join(f"{t} {epochs.get(t, TASKS[t].epochs)} epochs" for t in suite.tasks)
         runs = len(make_jobs(list(suite.tasks), list(suite.methods), suite.seeds, epochs=suite.epochs))
+        swept = len(make_jobs(list(suite.tasks), list(suite.methods), suite.seeds, epochs=suite.epochs,
+                              sweep_tasks=suite.sweep_tasks, sweep_seeds=suite.sweep_seeds)) - runs
         restricted = [m for m in suite.methods if METHODS[m].tasks is not None]
         lines += [f"  {name}: {len(suite.tasks)} tasks x {len(suite.methods)} methods x {suite.seeds} seed(s) = "
                   f"{runs} runs" + (f" ({', '.join(restricted)}: only on some tasks)" if restricted else ""),
                   f"    tasks: {budgets}",
                   f"    methods: {', '.join(suite.methods)}"]
+        if swept:
+            lines.append(f"    LR sweep ({suite.sweep_seeds} seed, x0.1 x0.3 x3 x10 of each method that takes an LR; "
+                         f"--no-sweep skips it): {', '.join(suite.sweep_tasks)} = {swept} more runs")
     lines.append("tasks:")
     for name, task in TASKS.items():
         where = "" if task.in_full_suite else " (optional, not in the suites: needs local data)"
@@ -201,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=_at_least(1), help="seeds 0..N-1 (default: the suite's, 1 quick / 3 full)")
     b.add_argument("--epochs", type=_at_least(1), help="epochs of every task (default: the suite's budget per task)")
     b.add_argument("--lr-sweep", action="store_true", help="each method at 0.1x, 0.3x, 1x, 3x, 10x its default LR")
+    b.add_argument("--no-sweep", action="store_true",
+                   help="skip the suite's own LR sweep (the full suite sweeps its fast tasks with 1 seed for the "
+                        "robustness column)")
     b.add_argument("--jobs", type=_at_least(1), default=2,
                    help="parallel processes, 1 thread each (default 2; 1: in-process)")
     b.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")

@@ -15,6 +15,8 @@ methods (``Method.lrpilot``) wins, ties and loses against the best other method 
   and worst, its coverage, its wins/ties/losses, its worst gap over the LR sweep; rows ordered with the methods
   that ran on every task first (a mean over fewer tasks is not comparable), then by mean gap; the rank is the
   row position;
+* whether each task tells schedules apart (:func:`discrimination`): the best method's margin over the better of
+  the constant-LR baselines against twice the seeds' spread;
 * with sweep runs, final metric per LR factor and the worst of them;
 * the methods, the figures (:mod:`lrpilot.bench.plots`) and the provenance.
 """
@@ -25,7 +27,7 @@ import csv
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,8 +38,8 @@ from .provenance import provenance_lines
 from .runner import LR_SWEEP_FACTORS, target_of
 from .stats import Comparison, Interval, mean_interval, paired_comparison
 
-__all__ = ["TaskView", "analyse_task", "format_seconds", "method_stats", "summarize", "verdict_lines",
-           "write_report"]
+__all__ = ["CONSTANT_BASELINES", "Discrimination", "TaskView", "analyse_task", "discrimination", "format_seconds",
+           "method_stats", "summarize", "verdict_lines", "write_report"]
 
 Result = dict[str, Any]
 CURVE_FIELDS = ("task", "method", "lr", "seed", "epoch", "train_loss", "test_loss", "metric", "test_metric",
@@ -195,6 +197,65 @@ def analyse_task(task: str, by_method: Mapping[str, Mapping[str, Any]],
             means = [scale * statistics.fmean(factors[f]) for f in LR_SWEEP_FACTORS]
             worst[m] = (metric.worst(means), min(len(factors[f]) for f in LR_SWEEP_FACTORS))
     return TaskView(task, metric.higher_is_better, order, final, best, best_baseline, versus, worst)
+
+
+# ------------------------------------------------------------------------------------------ discrimination
+#: The constant-LR methods every schedule is measured against: the ``reference`` of the other methods (SGD and
+#: AdamW at their default LR, no schedule).
+CONSTANT_BASELINES = tuple(dict.fromkeys(m.reference for m in METHODS.values() if m.reference is not None))
+
+
+@dataclass(frozen=True)
+class Discrimination:
+    """Whether a task tells schedules apart: the best method (``best``, by mean final) against the better of the
+    constant-LR baselines (``constant``), in display units (points of accuracy, or loss). ``margin``: how much
+    better ``best`` is; ``spread``: the larger of the two methods' standard deviations over seeds (None with one
+    seed); ``discriminates``: ``margin > 2 * spread`` (None when the spread is unknown)."""
+
+    task: str
+    best: str
+    best_mean: float
+    constant: str
+    constant_mean: float
+    margin: float
+    spread: float | None
+    discriminates: bool | None
+
+
+def discrimination(task: str, by_method: Mapping[str, Mapping[str, Any]], view: TaskView) -> Discrimination | None:
+    """The :class:`Discrimination` of ``task`` from its :func:`method_stats` entry and :class:`TaskView`; None when
+    the task has no constant baseline or no other method with a finite mean."""
+    metric = _METRICS[next(iter(by_method.values()))["metric"]]
+    finite = [m for m in view.order if math.isfinite(view.final[m].mean)]
+    constants = [m for m in finite if m in CONSTANT_BASELINES]
+    others = [m for m in finite if m not in CONSTANT_BASELINES]
+    if not constants or not others:
+        return None
+    best, constant = others[0], constants[0]
+    sign = 1.0 if metric.higher_is_better else -1.0
+    margin = sign * (view.final[best].mean - view.final[constant].mean)
+    spreads = [statistics.stdev([metric.scale * v for v in by_method[m]["final"]]) for m in (best, constant)
+               if len(by_method[m]["final"]) > 1]
+    spread = max(spreads) if len(spreads) == 2 else None
+    return Discrimination(task, best, view.final[best].mean, constant, view.final[constant].mean, margin, spread,
+                          None if spread is None else margin > 2 * spread)
+
+
+def _discrimination_table(rows: Sequence[Discrimination], metrics: Mapping[str, _Metric]) -> list[str]:
+    lines = ["\n### Does each task tell schedules apart?\n",
+             "The best method (by mean final) against the better constant-LR baseline "
+             f"({', '.join(f'`{m}`' for m in CONSTANT_BASELINES)}): the task discriminates when the margin exceeds "
+             "twice the seeds' spread (the larger standard deviation over seeds of the two); with one seed the "
+             "spread is unknown.\n",
+             "| task | best method | mean | best constant LR | mean | margin | 2 x spread | discriminates |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in rows:
+        digits = metrics[d.task].digits + (1 if metrics[d.task].higher_is_better else 0)
+        spread = "-" if d.spread is None else f"{2 * d.spread:.{digits}f}"
+        verdict = "- (one seed)" if d.discriminates is None else ("**yes**" if d.discriminates else "no")
+        lines.append(f"| {d.task} | {d.best} | {d.best_mean:.{digits}f} | {d.constant} | {d.constant_mean:.{digits}f} "
+                     f"| {d.margin:.{digits}f} | {spread} | {verdict} |")
+    return lines
 
 
 def _signed(value: float, digits: int) -> str:
@@ -530,6 +591,9 @@ def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot 
     views = {task: analyse_task(task, by_method, sweep.get(task)) for task, by_method in stats.items()}
     order, summary = summarize(stats, views)
     verdict = verdict_lines(order, summary, views)
+    carried = Counter(r["restored_from"] for r in results if r.get("restored_from"))
+    notes = [*notes, *(f"{n} of these runs were not trained by this invocation: restored from {origin}."
+                       for origin, n in carried.items())]
     lines = [f"# {title}\n", *(line + "  " for line in verdict[:-1]), verdict[-1], "", *notes]
     present = {m for by_method in stats.values() for m in by_method}
     budget = [m for m in METHODS if METHODS[m].needs_budget and m in present] or ["none here"]
@@ -539,6 +603,8 @@ def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot 
     for task, by_method in stats.items():
         lines += _task_table(task, by_method, views[task], overhead)
     lines += _summary_table(order, summary, list(stats))
+    separation = [d for t, by_method in stats.items() if (d := discrimination(t, by_method, views[t])) is not None]
+    lines += _discrimination_table(separation, metrics)
     lines += _sweep_tables(sweep, metrics)
     lines.append("\n### Methods\n")
     lines += [f"- `{m.name}` (default lr {m.default_lr:g}{'' if m.takes_lr else ', LR-free'}"
@@ -565,6 +631,7 @@ def write_report(results: Sequence[Result], out: Path, *, title: str = "lrpilot 
     (out / "summary.json").write_text(json.dumps({
         "provenance": provenance, "verdict": verdict, "order": order, "per_task": stats, "summary": summary,
         "analysis": {t: _view_json(v) for t, v in views.items()},
+        "discrimination": {d.task: asdict(d) for d in separation},
         "overhead": {f"{t}/{m}": r for (t, m), r in (overhead or {}).items()},
         "sweep": {t: {m: {str(f): v for f, v in fs.items()} for m, fs in ms.items()} for t, ms in sweep.items()}},
         indent=1))
