@@ -41,7 +41,7 @@ With no arguments, runs the `quick` suite (MNIST-1D CNN 40 epochs and digits MLP
 and with noisy training labels; every method at its default LR, 1 seed; a few minutes on 2 CPU cores).
 `--suite full` runs every task (MNIST-1D CNN, BN CNN and BN ResNet, digits MLP, the noisy-label CNN and MLP,
 a character GPT on tiny Shakespeare) and method for the tasks' full budgets with 3 seeds, plus an LR sweep
-(1 seed) of the methods that take an LR on its fast tasks. `--tasks cifar10-resnet --cifar10 PATH` adds
+(1 seed) of the methods that take an LR on every task but the GPT. `--tasks cifar10-resnet --cifar10 PATH` adds
 CIFAR-10 from a local copy. Each run is cached as runs/<task>__<method>__lr<lr>__s<seed>__e<epochs>.json
 under --out, so an interrupted benchmark resumes and a repeated one computes only what is missing. Writes
 report.md, curves.csv, summary.json and PNG figures to --out and prints the report's three verdict lines and
@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=_at_least(1), help="epochs of every task (default: the suite's budget per task)")
     b.add_argument("--lr-sweep", action="store_true", help="each method at 0.1x, 0.3x, 1x, 3x, 10x its default LR")
     b.add_argument("--no-sweep", action="store_true",
-                   help="skip the suite's own LR sweep (the full suite sweeps its fast tasks with 1 seed for the "
-                        "robustness column)")
+                   help="skip the suite's own LR sweep (the full suite sweeps every task but the GPT with 1 seed, "
+                        "for the robustness column)")
     b.add_argument("--jobs", type=_at_least(1), default=2,
                    help="parallel processes, 1 thread each (default 2; 1: in-process)")
     b.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
