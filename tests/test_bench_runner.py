@@ -219,6 +219,22 @@ def test_the_report_reads_cached_sweep_runs_without_running_a_sweep(tiny: str, t
     assert len(list((tmp_path / "runs").glob("*cosine*"))) == 1
 
 
+def test_a_suites_own_sweep_runs_count_once_in_the_report(tiny: str, tmp_path, monkeypatch, capsys) -> None:
+    """A suite with ``sweep_tasks`` runs the sweep itself; the report reads each of those runs once: the robustness
+    column says 1 seed (not 2) and curves.csv holds each sweep run's epochs once."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(runner.SUITES, "quick", runner.Suite(tasks=(tiny,), methods=("constant", "prodigy"), seeds=2,
+                                                             epochs={tiny: 2}, sweep_tasks=(tiny,)))
+    assert main(["bench", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    assert "8 of 8 runs to compute" in capsys.readouterr().err  # 2 x 2 seeds + constant's 4 other factors
+    report = (tmp_path / "report.md").read_text()
+    table = report[report.index(f"### {tiny} "):report.index("### Summary")]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines() if line.startswith("| ")}
+    assert re.fullmatch(r" \d+\.\d \(1 seed\) ", rows["constant"][6]), rows["constant"][6]
+    curves = (tmp_path / "curves.csv").read_text().splitlines()
+    assert len(curves) == len(set(curves)) == 1 + 8 * 2
+
+
 def test_report_has_tables_curves_sweep_and_figures(tiny: str, tmp_path) -> None:
     pytest.importorskip("matplotlib")
     jobs = make_jobs([tiny], ["constant", "autodrop-sgd", "adamw", "active-adamw"], 2, epochs=3)

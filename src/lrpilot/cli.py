@@ -102,8 +102,9 @@ def bench(args: argparse.Namespace) -> int:
     results = load_results(out, jobs)
     if not results:
         return 1
-    if not args.lr_sweep:  # the robustness column: sweep runs already in the cache are read, never run
-        results += load_results(out, cached_sweep_jobs(out, jobs))
+    if not args.lr_sweep:  # the robustness column: sweep runs already in the cache are read, never run (each once:
+        selected = set(jobs)  # a suite's own sweep runs are among the jobs already)
+        results += load_results(out, [j for j in cached_sweep_jobs(out, jobs) if j not in selected])
     overhead = measure_overheads(sorted({(r["task"], r["method"]) for r in results}), out, args.device)
     train_seconds = sum(r["seconds"] for r in results)
     notes = [f"Measured by `lrpilot bench {' '.join(args.argv)}`".rstrip() + f": {len(jobs)} runs "
