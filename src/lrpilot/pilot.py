@@ -110,6 +110,11 @@ def _foreach_default(params: list[Tensor]) -> bool:
     return foreach_by_default(params) or all(p.device.type == "cpu" for p in params)
 
 
+def _is_sharded(params: Iterable[Tensor]) -> bool:
+    """Whether any of ``params`` is a DTensor (FSDP2), whose sums need an all-reduce."""
+    return any(callable(getattr(p, "to_local", None)) for p in params)
+
+
 def _local(t: Tensor) -> Tensor:
     to_local = getattr(t, "to_local", None)  # a DTensor (FSDP2): this rank's shard
     return to_local() if callable(to_local) else t
@@ -198,7 +203,7 @@ class Pilot(Optimizer):
         self._lr_seen = [group["lr"] for group in self.param_groups]  # the group lr a scheduler would change
         self._warned_multiplier = False
         self._warned_past_budget = False
-        self._sharded = any(callable(getattr(p, "to_local", None)) for g in self.param_groups for p in g["params"])
+        self._sharded = any(_is_sharded(g["params"]) for g in self.param_groups)
         if self.total_steps is not None:
             self._apply_schedule()
 
@@ -210,8 +215,7 @@ class Pilot(Optimizer):
         """torch's ``add_param_group``; the group's ``lr`` (default 1.0) is its multiplier of Pilot's LR."""
         super().add_param_group(param_group)
         if hasattr(self, "_lr_seen"):  # after __init__
-            self._sharded = self._sharded or any(callable(getattr(p, "to_local", None))
-                                                 for p in self.param_groups[-1]["params"])
+            self._sharded = self._sharded or _is_sharded(self.param_groups[-1]["params"])
             self._init_multiplier(self.param_groups[-1])
             self._lr_seen.append(self.param_groups[-1]["lr"])
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from .methods import METHODS
 from .provenance import provenance_lines
-from .runner import LR_SWEEP_FACTORS, target_of
+from .runner import LR_SWEEP_FACTORS, lr_at, target_of
 from .stats import Comparison, Interval, mean_interval, paired_comparison
 
 __all__ = ["CONSTANT_BASELINES", "Discrimination", "TaskView", "analyse_task", "discrimination", "format_seconds",
@@ -86,7 +86,7 @@ def _metric_of(result: Result) -> _Metric:
 
 def _default_lr(method: str) -> float | None:
     m = METHODS.get(method)
-    return float(f"{m.default_lr:.6g}") if m else None
+    return lr_at(m.default_lr, 1.0) if m else None
 
 
 def _is_ours(method: str) -> bool:

@@ -37,7 +37,7 @@ from .loop import one_thread, train, write_json
 from .methods import METHODS, get_method
 from .tasks import TASKS
 
-__all__ = ["SUITES", "BenchError", "Eta", "Job", "Suite", "cached_sweep_jobs", "load_results", "make_jobs",
+__all__ = ["SUITES", "BenchError", "Eta", "Job", "Suite", "cached_sweep_jobs", "load_results", "lr_at", "make_jobs",
            "result_path", "run_job", "run_jobs"]
 
 LR_SWEEP_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -109,6 +109,11 @@ def target_of(task: str) -> float:
     return TASKS[task].target
 
 
+def lr_at(default_lr: float, factor: float) -> float:
+    """The LR of a run at ``factor`` x ``default_lr``, rounded to 6 significant digits (the cache key's LR)."""
+    return float(f"{default_lr * factor:.6g}")
+
+
 def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epochs: dict[str, int] | int | None = None,
               lr_sweep: bool = False, sweep_tasks: Sequence[str] = (), sweep_seeds: int = 1) -> list[Job]:
     """The jobs of a benchmark: every applicable (task, method) at its default LR (or, with ``lr_sweep``, at
@@ -134,13 +139,12 @@ def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epoch
                 continue
             factors = LR_SWEEP_FACTORS if lr_sweep else (1.0,)
             for factor in factors:
-                lr = float(f"{method.default_lr * factor:.6g}")
-                jobs.extend(Job(task, name, lr, seed, n) for seed in range(seeds))
+                jobs.extend(Job(task, name, lr_at(method.default_lr, factor), seed, n) for seed in range(seeds))
             if task in sweep_tasks and method.takes_lr and not lr_sweep:
                 for factor in LR_SWEEP_FACTORS:
                     if factor != 1.0:
-                        lr = float(f"{method.default_lr * factor:.6g}")
-                        jobs.extend(Job(task, name, lr, seed, n) for seed in range(sweep_seeds))
+                        jobs.extend(Job(task, name, lr_at(method.default_lr, factor), seed, n)
+                                    for seed in range(sweep_seeds))
     return jobs
 
 
@@ -180,7 +184,7 @@ def cached_sweep_jobs(out: Path, jobs: Iterable[Job]) -> list[Job]:
         for factor in LR_SWEEP_FACTORS:
             if factor == 1.0:
                 continue
-            lr = float(f"{default * factor:.6g}")
+            lr = lr_at(default, factor)
             probe = Job(task, name, lr, 0, epochs)
             pattern = probe.key.replace("__s0__", "__s*__") + ".json"
             for path in sorted((Path(out) / "runs").glob(pattern)):
