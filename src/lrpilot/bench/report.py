@@ -84,6 +84,11 @@ def _metric_of(result: Result) -> _Metric:
     return _METRICS[result.get("metric", "accuracy")]
 
 
+def _task_metric(by_method: Mapping[str, Mapping[str, Any]]) -> _Metric:
+    """The metric of a task, from its :func:`method_stats` entry (every method of a task has the task's metric)."""
+    return _METRICS[next(iter(by_method.values()))["metric"]]
+
+
 def _default_lr(method: str) -> float | None:
     m = METHODS.get(method)
     return lr_at(m.default_lr, 1.0) if m else None
@@ -169,7 +174,7 @@ def analyse_task(task: str, by_method: Mapping[str, Mapping[str, Any]],
                  sweep: Mapping[str, Mapping[float, Sequence[float]]] | None = None) -> TaskView:
     """The :class:`TaskView` of ``task`` from its :func:`method_stats` entry and its sweep (method -> LR factor ->
     finals, as ``_sweep`` gives them; a sweep counts when it has every one of the runner's ``LR_SWEEP_FACTORS``)."""
-    metric = _METRICS[next(iter(by_method.values()))["metric"]]
+    metric = _task_metric(by_method)
     scale = metric.scale
     final = {m: mean_interval([scale * v for v in s["final"]]) for m, s in by_method.items()}
     best = {m: mean_interval([scale * v for v in s["best"]]) for m, s in by_method.items()}
@@ -225,7 +230,7 @@ class Discrimination:
 def discrimination(task: str, by_method: Mapping[str, Mapping[str, Any]], view: TaskView) -> Discrimination | None:
     """The :class:`Discrimination` of ``task`` from its :func:`method_stats` entry and :class:`TaskView`; None when
     the task has no constant baseline or no other method with a finite mean."""
-    metric = _METRICS[next(iter(by_method.values()))["metric"]]
+    metric = _task_metric(by_method)
     finite = [m for m in view.order if math.isfinite(view.final[m].mean)]
     constants = [m for m in finite if m in CONSTANT_BASELINES]
     others = [m for m in finite if m not in CONSTANT_BASELINES]
@@ -292,7 +297,7 @@ def _task_table(task: str, stats: dict[str, dict[str, Any]], view: TaskView,
                 overhead: dict[tuple[str, str], float] | None) -> list[str]:
     first = next(iter(stats.values()))
     target = first["target"]
-    metric = _METRICS[first["metric"]]
+    metric = _task_metric(stats)
     seeds = sorted({s["seeds"] for s in stats.values()})
     lines = [f"\n### {task} ({first['epochs']} epochs, {'/'.join(map(str, seeds))} seed(s); {metric.name}"
              f"{' ' + metric.unit if metric.unit else ''}, {'higher' if metric.higher_is_better else 'lower'} is "
@@ -344,7 +349,7 @@ def summarize(stats: Mapping[str, Mapping[str, Mapping[str, Any]]], views: Mappi
     task_ranks: dict[str, list[int]] = defaultdict(list)
     sweep_gaps: dict[str, dict[str, float]] = defaultdict(dict)
     for task, by_method in stats.items():
-        metric = _METRICS[next(iter(by_method.values()))["metric"]]
+        metric = _task_metric(by_method)
         finals = {m: statistics.fmean(v for v in s["final"] if math.isfinite(v))
                   if any(math.isfinite(v) for v in s["final"]) else metric.failed() for m, s in by_method.items()}
         best = metric.best(list(finals.values()))
