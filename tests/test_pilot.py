@@ -212,6 +212,29 @@ def test_foreach_and_for_loop_paths_agree_on_parameters_and_every_state_tensor(d
         assert fused.factor < 1  # the cooldown was reached
 
 
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+@pytest.mark.parametrize("total_steps", [50, None], ids=["budget", "anytime"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_float_scalars_on_cpu_and_tensor_scalars_elsewhere_give_the_same_run(monkeypatch: pytest.MonkeyPatch, dtype,
+                                                                             total_steps, foreach) -> None:
+    """On CPU in eager mode the step's scalars (d, eta, the factors) and the estimate's update are Python floats;
+    on other devices and under torch.compile 0-dim float64 tensors (``_host_scalars``). Both forms, forced on one
+    CPU run, give the same parameters, every state tensor, d, factor and decisions over 50 steps, in both modes
+    and on both paths: the estimate's update bitwise (the same float64 operations), the parameters within
+    float rounding (a scaled add against a multiply-add by a cast scalar)."""
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-11, "atol": 1e-13}
+    floats, float_params = two_group_run(foreach, dtype, total_steps)
+    monkeypatch.setattr(lrpilot.pilot, "_host_scalars", lambda d: False)
+    tensors, tensor_params = two_group_run(foreach, dtype, total_steps)
+    for a, b in zip(float_params, tensor_params):
+        torch.testing.assert_close(a, b, **tol)
+        for key in floats.state[a]:
+            torch.testing.assert_close(floats.state[a][key], tensors.state[b][key], **tol, msg=key)
+    assert floats.d == pytest.approx(tensors.d, rel=tol["rtol"]) and floats.d > 1e-4
+    assert floats.factor == tensors.factor
+    assert [(e.step, e.kind) for e in floats.events] == [(e.step, e.kind) for e in tensors.events]
+
+
 def test_the_default_path_on_cpu_is_the_foreach_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """``foreach=None`` on CPU takes the foreach path (torch's own optimizers do not there; for Pilot it measured
     faster); ``foreach=False`` the per-tensor loop."""

@@ -110,6 +110,13 @@ def _foreach_default(params: list[Tensor]) -> bool:
     return foreach_by_default(params) or all(p.device.type == "cpu" for p in params)
 
 
+def _host_scalars(d: Tensor) -> bool:
+    """Whether the step's scalars are Python floats: on CPU in eager mode, where reading a tensor costs no device
+    sync and each 0-dim tensor op costs microseconds (a visible share of a small model's step); elsewhere, and
+    under ``torch.compile``, they stay 0-dim tensors (no sync, no recompile on a changing number)."""
+    return d.device.type == "cpu" and not is_compiling()
+
+
 def _is_sharded(params: Iterable[Tensor]) -> bool:
     """Whether any of ``params`` is a DTensor (FSDP2), whose sums need an all-reduce."""
     return any(callable(getattr(p, "to_local", None)) for p in params)
@@ -347,6 +354,9 @@ class Pilot(Optimizer):
         d = self._scalars["d"]
         factor = self._scalars["factor"]
         measure = self.total_steps is None
+        host = _host_scalars(d)
+        d_now: Tensor | float = float(d) if host else d
+        factor_now: Tensor | float = float(factor) if host else factor
         calls = []  # (bucket of local tensor lists, math function, keyword arguments) per group and (device, dtype)
         for group, lists in groups:
             local = [[_local(t) for t in ts] for ts in lists] if self._sharded else list(lists)
@@ -354,39 +364,64 @@ class Pilot(Optimizer):
             # one call per (device, dtype), as torch's foreach optimizers: each scalar is cast to its tensors' dtype
             buckets = [b for b, _ in group_tensors_by_device_and_dtype(local).values()] if use_foreach else [local]
             mult = group["lr_multiplier"]  # x * 1.0 is x: the common case skips two tensor ops
-            kwargs = {"d": d, "d0": self.d0, "dlr": d * factor if mult == 1.0 else d * factor * mult,
-                      "slr": d if mult == 1.0 else d * mult, "beta1": group["betas"][0],
+            kwargs = {"d": d_now, "d0": self.d0,
+                      "dlr": d_now * factor_now if mult == 1.0 else d_now * factor_now * mult,
+                      "slr": d_now if mult == 1.0 else d_now * mult, "beta1": group["betas"][0],
                       "beta2": group["betas"][1], "beta3": self.beta3, "weight_decay": group["weight_decay"],
                       "eps": group["eps"]}
             calls += [(cast(Any, bucket), use_foreach, kwargs) for bucket in buckets]
         # 1. read: the estimate's numerator and, in anytime mode, the alignment's sums (nothing changes yet)
-        reads = torch.stack([torch.stack((_multi_tensor_reads if fe else _single_tensor_reads)(*bucket, measure=measure,
-                                                                                               **kw)).to(d.device)
-                             for bucket, fe, kw in calls]).sum(0)
+        reads = _sum_over_buckets([(_multi_tensor_reads if fe else _single_tensor_reads)(*bucket, measure=measure, **kw)
+                                   for bucket, fe, kw in calls], d.device)
         if self._sharded:  # per-shard sums -> sums over the whole model (DDP needs none: replicated)
             torch.distributed.all_reduce(reads)
-        if not self._before_update(reads):
+        values = reads.tolist() if host else None  # the one host read of the step
+        finite = all(map(math.isfinite, values)) if values is not None else None
+        if not self._before_update(reads, finite):
             return loss
         # 2. update the moments, s and the parameters
-        denom = torch.stack([(_multi_tensor_pilot if fe else _single_tensor_pilot)(*bucket, **kw).to(d.device)
-                             for bucket, fe, kw in calls]).sum()
+        denom = _sum_over_buckets([(_multi_tensor_pilot if fe else _single_tensor_pilot)(*bucket, **kw)
+                                   for bucket, fe, kw in calls], d.device)
         if self._sharded:
             torch.distributed.all_reduce(denom)
-        numerator_delta, g_sq, dot, sq_u = reads.unbind()
-        numerator = self._scalars["numerator"]
-        numerator.mul_(self.beta3).add_(numerator_delta)
-        # the scale is estimated at the full LR only (docs/pilot.md): "estimating" is 1 until the first drop or the
-        # cooldown (a tensor set host-side, so that a compiled step has no branch on it)
-        d_hat = torch.nan_to_num(numerator / denom.clamp_min(torch.finfo(torch.float64).tiny), nan=0.0, posinf=0.0,
-                                 neginf=0.0)
-        d.copy_(torch.where(self._scalars["estimating"] > 0, torch.maximum(d, d_hat), d))
-        if measure:
-            zero = torch.zeros((), dtype=torch.float64, device=d.device)
-            cosine = dot / (g_sq.sqrt() * sq_u.sqrt()).clamp_min(torch.finfo(torch.float64).tiny)
-            self._scalars["align_sum"].add_(torch.where(sq_u > 0, cosine, zero))
-            self._scalars["align_count"].add_((sq_u > 0).double())
+        # 3. the estimate, d_{k+1} = max(d_k, r_k / ||s_k||_1) with r_k = beta3 r_{k-1} + the read increment, and in
+        # anytime mode the window's alignment sums; on CPU in Python floats, else in 0-dim tensors (same float64 ops)
+        if values is not None:
+            self._estimate_host(values, float(denom), measure)
+        else:
+            self._estimate_tensors(reads, denom, measure)
         self._after_step()
         return loss
+
+    def _estimate_host(self, reads: list[float], denom: float, measure: bool) -> None:
+        """Step 3 of :meth:`step` in Python floats (CPU, eager): the operations of :meth:`_estimate_tensors`."""
+        scalars, tiny = self._scalars, torch.finfo(torch.float64).tiny
+        numerator = float(scalars["numerator"]) * self.beta3 + reads[0]
+        scalars["numerator"].fill_(numerator)
+        if float(scalars["estimating"]) > 0:  # the scale is estimated at the full LR only (docs/pilot.md)
+            d_hat = numerator / max(denom, tiny)
+            if math.isfinite(d_hat) and d_hat > float(scalars["d"]):
+                scalars["d"].fill_(d_hat)
+        if measure and reads[3] > 0:  # cos(g_k, u_{k-1}); no previous direction at the first step
+            g_sq, dot, sq_u = reads[1], reads[2], reads[3]
+            scalars["align_sum"].fill_(float(scalars["align_sum"]) + dot / max(math.sqrt(g_sq) * math.sqrt(sq_u), tiny))
+            scalars["align_count"].fill_(float(scalars["align_count"]) + 1.0)
+
+    def _estimate_tensors(self, reads: Tensor, denom: Tensor, measure: bool) -> None:
+        """Step 3 of :meth:`step` in 0-dim tensors (GPU, torch.compile: no host read, no branch on a value)."""
+        d, tiny = self._scalars["d"], torch.finfo(torch.float64).tiny
+        numerator = self._scalars["numerator"]
+        numerator.mul_(self.beta3).add_(reads[0])
+        # the scale is estimated at the full LR only (docs/pilot.md): "estimating" is 1 until the first drop or the
+        # cooldown (a tensor set host-side, so that a compiled step has no branch on it)
+        d_hat = torch.nan_to_num(numerator / denom.clamp_min(tiny), nan=0.0, posinf=0.0, neginf=0.0)
+        d.copy_(torch.where(self._scalars["estimating"] > 0, torch.maximum(d, d_hat), d))
+        if measure:
+            g_sq, dot, sq_u = reads[1], reads[2], reads[3]
+            zero = torch.zeros((), dtype=torch.float64, device=d.device)
+            cosine = dot / (g_sq.sqrt() * sq_u.sqrt()).clamp_min(tiny)
+            self._scalars["align_sum"].add_(torch.where(sq_u > 0, cosine, zero))
+            self._scalars["align_count"].add_((sq_u > 0).double())
 
     @_host_side
     def _after_step(self) -> None:
@@ -398,10 +433,10 @@ class Pilot(Optimizer):
             self._scalars["estimating"].zero_()
 
     @_host_side  # the one host read per step
-    def _before_update(self, reads: Tensor) -> bool:
+    def _before_update(self, reads: Tensor, finite: bool | None = None) -> bool:
         """Whether the step may go on: False (a ``skip`` event) when the reads are non-finite -- a NaN/inf gradient
-        makes them NaN; warns once when stepping past ``total_steps``."""
-        if not bool(torch.isfinite(reads).all()):
+        makes them NaN (``finite``: already read on the host); warns once when stepping past ``total_steps``."""
+        if not (finite if finite is not None else bool(torch.isfinite(reads).all())):
             self.events.append(PilotEvent(self.steps, "skip", float("nan"), "non-finite gradient: step skipped"))
             return False
         if self.total_steps is not None and self.steps >= self.total_steps and not self._warned_past_budget:
@@ -503,84 +538,118 @@ class Pilot(Optimizer):
 
 
 # ------------------------------------------------------------------------------------------------- the math
-# Both paths keep the scalars (d, eta, the factors) as 0-dim tensors, so that a compiled step never sees a changing
-# Python number, and reduce in the parameters' dtype (as prodigyopt's ``torch.dot``), accumulating across tensors in
-# float64. ``_single_tensor_pilot`` is the reference the tests compare ``_multi_tensor_pilot`` to.
-def _scalars(d: Tensor, d0: float, dlr: Tensor, slr: Tensor, beta1: float, beta2: float, eps: float,
-             dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+# The scalars (d, eta, the factors) are 0-dim float64 tensors on GPUs and under torch.compile, so that a compiled
+# step never sees a changing Python number, and Python floats on CPU in eager mode (:meth:`Pilot.step`); the same
+# float64 arithmetic either way. Reductions run in the parameters' dtype (as prodigyopt's ``torch.dot``),
+# accumulating across tensors in float64. ``_single_tensor_pilot`` is the reference the tests compare
+# ``_multi_tensor_pilot`` to.
+Scalar = Tensor | float
+
+
+def _cast(value: Scalar, dtype: torch.dtype) -> Scalar:
+    """A 0-dim tensor scalar cast to ``dtype`` (a float is cast by the kernel that takes it)."""
+    return value.to(dtype) if isinstance(value, Tensor) else value
+
+
+def _scalars(d: Scalar, d0: float, dlr: Scalar, slr: Scalar, beta1: float, beta2: float, eps: float,
+             dtype: torch.dtype) -> tuple[Scalar, Scalar, Scalar, Scalar, Scalar]:
     """(d (1 - beta1), d^2 (1 - beta2), (d / d0) d c, eta, d eps), each cast once to ``dtype``; the third is s's
     weight, without the schedule factor (Prodigy's ``safeguard_warmup``: a small LR in the warmup does not
     shrink the denominator and so inflate the estimate)."""
-    return ((d * (1 - beta1)).to(dtype), (d * d * (1 - beta2)).to(dtype), (d / d0 * slr).to(dtype), dlr.to(dtype),
-            (d * eps).to(dtype))
+    values = (d * (1 - beta1), d * d * (1 - beta2), d / d0 * slr, dlr, d * eps)
+    return cast(tuple[Scalar, Scalar, Scalar, Scalar, Scalar], tuple(_cast(v, dtype) for v in values))
 
 
 def _sum64(values: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
-    """The float64 sum of per-tensor reductions computed in their own dtype: one stack, one cast, one sum."""
-    return torch.stack(list(values)).double().sum()
+    """The float64 sum of per-tensor reductions computed in their own dtype: one stack, one float64 sum."""
+    return torch.stack(list(values)).sum(dtype=torch.float64)
+
+
+def _sum_over_buckets(per_bucket: list[Tensor], device: torch.device) -> Tensor:
+    """The sum over (device, dtype) buckets of their float64 reads, on ``device``; one bucket (the common case) is
+    returned as it is."""
+    if len(per_bucket) == 1:
+        return per_bucket[0].to(device)
+    return torch.stack([r.to(device) for r in per_bucket]).sum(0)
+
+
+def _add_scaled_(x: Tensor, y: Tensor, c: Scalar) -> None:
+    """``x += c y`` for a float or 0-dim tensor ``c``."""
+    if isinstance(c, Tensor):
+        x.addcmul_(y, c)
+    else:
+        x.add_(y, alpha=c)
+
+
+def _foreach_add_scaled_(xs: list[Tensor], ys: list[Tensor], c: Scalar) -> None:
+    """``x += c y`` over lists, for a float or 0-dim tensor ``c``."""
+    if isinstance(c, Tensor):
+        torch._foreach_addcmul_(xs, ys, [c] * len(ys))
+    else:
+        torch._foreach_add_(xs, ys, alpha=c)
 
 
 def _single_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Scalar, d0: float, dlr: Scalar, slr: Scalar,
                          beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float,
-                         measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """What a step reads before it changes anything, one tensor at a time: ``(d/d0) eta sum <g, x0 - x>`` (the
-    estimate's numerator increment), and in anytime mode ``||g||^2``, ``<g, u_prev>`` and ``||u_prev||^2`` with
-    ``u_prev = m / (sqrt(v) + d eps)``, the previous step's direction (zeros otherwise). A NaN/inf gradient makes
-    the numerator non-finite (``0 * inf`` is NaN too), which is how the step detects it."""
-    zero = torch.zeros((), dtype=torch.float64, device=d.device)
+                         measure: bool) -> Tensor:
+    """What a step reads before it changes anything, one tensor at a time, as a 1-D float64 tensor: ``(d/d0) eta
+    sum <g, x0 - x>`` (the estimate's numerator increment), and in anytime mode also ``||g||^2``, ``<g, u_prev>``
+    and ``||u_prev||^2`` with ``u_prev = m / (sqrt(v) + d eps)``, the previous step's direction. A NaN/inf
+    gradient makes the numerator non-finite (``0 * inf`` is NaN too), which is how the step detects it."""
     nums, g_sqs, dots, sq_us = [], [], [], []
     for p, g, m, v, p0 in zip(params, grads, exp_avgs, exp_avg_sqs, p0s, strict=True):
         g_flat = g.reshape(-1)
         nums.append(torch.dot(g_flat, (p0 - p).reshape(-1)))
         if measure:
-            u = (m / v.sqrt().add_((d * eps).to(p.dtype) + torch.finfo(p.dtype).tiny)).reshape(-1)
+            u = (m / v.sqrt().add_(_cast(d * eps, p.dtype) + torch.finfo(p.dtype).tiny)).reshape(-1)
             g_sqs.append(torch.dot(g_flat, g_flat))
             dots.append(torch.dot(g_flat, u))
             sq_us.append(torch.dot(u, u))
-    num = _sum64(nums)
+    num = _sum64(nums) * (d / d0 * dlr)
     if not measure:
-        return num * (d / d0 * dlr), zero, zero, zero
-    return num * (d / d0 * dlr), _sum64(g_sqs), _sum64(dots), _sum64(sq_us)
+        return num.reshape(1)
+    return torch.stack((num, _sum64(g_sqs), _sum64(dots), _sum64(sq_us)))
 
 
 def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
-                         beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float,
-                        measure: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Scalar, d0: float, dlr: Scalar, slr: Scalar,
+                        beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float,
+                        measure: bool) -> Tensor:
     """:func:`_single_tensor_reads` with ``torch._foreach_*`` kernels (one device and dtype)."""
-    zero = torch.zeros((), dtype=torch.float64, device=d.device)
+    def dots(xs: list[Tensor] | tuple[Tensor, ...], ys: list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
+        return [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)]
 
-    def sum_of_dots(xs: list[Tensor] | tuple[Tensor, ...], ys: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
-        return _sum64([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)])
-
-    num = sum_of_dots(grads, torch._foreach_sub(p0s, params))
-    g_sq = dot = sq_u = zero
-    if measure:
-        u = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(u, (d * eps).to(params[0].dtype) + torch.finfo(params[0].dtype).tiny)
-        torch._foreach_div_(u, exp_avgs)  # (sqrt(v) + d eps) / m ...
-        torch._foreach_reciprocal_(u)  # ... inverted: m / (sqrt(v) + d eps), one temporary list
-        g_sq = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()
-        dot = sum_of_dots(grads, u)
-        sq_u = torch.stack(torch._foreach_norm(u)).double().pow(2).sum()
-    return num * (d / d0 * dlr), g_sq, dot, sq_u
+    nums = dots(grads, torch._foreach_sub(p0s, params))
+    if not measure:
+        return (_sum64(nums) * (d / d0 * dlr)).reshape(1)
+    u = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(u, _cast(d * eps, params[0].dtype) + torch.finfo(params[0].dtype).tiny)
+    torch._foreach_div_(u, exp_avgs)  # (sqrt(v) + d eps) / m ...
+    torch._foreach_reciprocal_(u)  # ... inverted: m / (sqrt(v) + d eps), one temporary list
+    # one stack for the three dot-product sums, one for the two squared norms
+    per_tensor = torch.stack(nums + dots(grads, u)).to(torch.float64).view(2, -1).sum(1)
+    norms = torch.stack(torch._foreach_norm(grads) + torch._foreach_norm(u)).to(torch.float64).pow(2).view(2, -1).sum(1)
+    return torch.stack((per_tensor[0] * (d / d0 * dlr), norms[0], per_tensor[1], norms[1]))
 
 
 def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                         s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
+                         s_list: list[Tensor], p0s: list[Tensor], *, d: Scalar, d0: float, dlr: Scalar, slr: Scalar,
                          beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
     """The update, one tensor at a time: Adam's moments scaled by ``d``, ``s``, decoupled weight decay and the
     step. Returns ``||s||_1`` (the estimate's denominator) over these tensors."""
     norms = []
-    cache: dict[torch.dtype, tuple[Tensor, ...]] = {}
+    cache: dict[torch.dtype, tuple[Scalar, ...]] = {}
     for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, s_list, strict=True):
         if p.dtype not in cache:
             cache[p.dtype] = _scalars(d, d0, dlr, slr, beta1, beta2, eps, p.dtype)
         c1, c2, cs, step, d_eps = cache[p.dtype]
-        m.mul_(beta1).addcmul_(g, c1)
-        v.mul_(beta2).addcmul_(g, g * c2)
-        s.mul_(beta3).addcmul_(g, cs)
+        _add_scaled_(m.mul_(beta1), g, c1)
+        if isinstance(c2, Tensor):
+            v.mul_(beta2).addcmul_(g, g * c2)
+        else:
+            v.mul_(beta2).addcmul_(g, g, value=c2)
+        _add_scaled_(s.mul_(beta3), g, cs)
         norms.append(torch.linalg.vector_norm(s, 1))
         if weight_decay != 0:  # multiplying by exactly 1 changes nothing: skipped (Pilot's default is 0)
             p.mul_(1 - step * weight_decay)
@@ -590,17 +659,20 @@ def _single_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: li
 
 
 def _multi_tensor_pilot(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                        s_list: list[Tensor], p0s: list[Tensor], *, d: Tensor, d0: float, dlr: Tensor, slr: Tensor,
-                         beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
+                        s_list: list[Tensor], p0s: list[Tensor], *, d: Scalar, d0: float, dlr: Scalar, slr: Scalar,
+                        beta1: float, beta2: float, beta3: float, weight_decay: float, eps: float) -> Tensor:
     """The ``torch._foreach_*`` path (one device and dtype): the math of :func:`_single_tensor_pilot` in a few
     fused kernels over the whole list."""
     c1, c2, cs, step, d_eps = _scalars(d, d0, dlr, slr, beta1, beta2, eps, params[0].dtype)
     torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_addcmul_(exp_avgs, grads, [c1] * len(grads))
+    _foreach_add_scaled_(exp_avgs, grads, c1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, torch._foreach_mul(grads, c2))
+    if isinstance(c2, Tensor):
+        torch._foreach_addcmul_(exp_avg_sqs, grads, torch._foreach_mul(grads, c2))
+    else:
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=c2)
     torch._foreach_mul_(s_list, beta3)
-    torch._foreach_addcmul_(s_list, grads, [cs] * len(grads))
+    _foreach_add_scaled_(s_list, grads, cs)
     den = _sum64(torch._foreach_norm(s_list, 1))
     if weight_decay != 0:
         torch._foreach_mul_(params, 1 - step * weight_decay)
