@@ -729,8 +729,23 @@ def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_
     assert opt.d == defaults["lr"] and opt.test.window == defaults["window"]
     assert opt.test.threshold == defaults["threshold"]
     group = opt.param_groups[0]
-    assert (group["weight_decay"], tuple(group["betas"]), group["eps"], group["foreach"]) == (
-        defaults["weight_decay"], tuple(defaults["betas"]), defaults["eps"], defaults["foreach"])
+    assert defaults["weight_decay"] is None and group["weight_decay"] == 0.0  # anytime mode's (next test)
+    assert (tuple(group["betas"]), group["eps"], group["foreach"]) == (
+        tuple(defaults["betas"]), defaults["eps"], defaults["foreach"])
+
+
+@pytest.mark.parametrize("total_steps", [100, None], ids=["budget", "anytime"])
+def test_weight_decay_none_is_0_1_with_a_budget_and_0_without_and_an_explicit_value_is_kept(total_steps):
+    """``weight_decay=None`` (the default) gives every param group ``BUDGET_WEIGHT_DECAY`` = 0.1 with a budget and 0
+    in anytime mode; an explicit value, 0 included, is kept in both modes, and a group's own value wins."""
+    p, q = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    expected = 0.1 if total_steps is not None else 0.0
+    assert lrpilot.pilot.BUDGET_WEIGHT_DECAY == 0.1
+    assert Pilot([p], total_steps=total_steps).param_groups[0]["weight_decay"] == expected
+    for explicit in (0.0, 0.03):
+        assert Pilot([p], total_steps=total_steps, weight_decay=explicit).param_groups[0]["weight_decay"] == explicit
+    groups = Pilot([{"params": [p]}, {"params": [q], "weight_decay": 0.5}], total_steps=total_steps).param_groups
+    assert [g["weight_decay"] for g in groups] == [expected, 0.5]
 
 
 def test_pilot_event_is_a_frozen_record():
