@@ -235,6 +235,30 @@ def test_float_scalars_on_cpu_and_tensor_scalars_elsewhere_give_the_same_run(mon
     assert [(e.step, e.kind) for e in floats.events] == [(e.step, e.kind) for e in tensors.events]
 
 
+def test_a_float_scalar_beyond_the_dtypes_range_is_cast_to_inf_as_the_tensor_form_is_not_an_error():
+    """The float form of the scalars (CPU) casts like the tensor form: a value beyond float32's range becomes +-inf
+    (a foreach kernel would refuse the Python float), one in range and NaN pass unchanged; so a step whose s-weight
+    ``d^2 / d0`` overflows float32 gives the same parameters as the tensor form, not an exception."""
+    cast_ = lrpilot.pilot._cast
+    assert cast_(1e39, torch.float32) == math.inf and cast_(-1e39, torch.float32) == -math.inf
+    assert cast_(1e39, torch.float64) == 1e39 and cast_(3.0, torch.float32) == 3.0
+    assert math.isnan(cast_(math.nan, torch.float32))
+    assert torch.equal(cast_(torch.tensor(1e39, dtype=torch.float64), torch.float32), torch.tensor(math.inf))
+
+    def run() -> torch.Tensor:
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = Pilot([p], lr=1e-30)
+        opt._scalars["d"].fill_(1e5)  # (d / d0) d = 1e40: beyond float32
+        p.grad = torch.full((3,), 0.5)
+        opt.step()
+        return p.detach().clone()
+    floats = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lrpilot.pilot, "_host_scalars", lambda d: False)
+        tensors = run()
+    torch.testing.assert_close(floats, tensors, equal_nan=True)
+
+
 def test_the_default_path_on_cpu_is_the_foreach_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """``foreach=None`` on CPU takes the foreach path (torch's own optimizers do not there; for Pilot it measured
     faster); ``foreach=False`` the per-tensor loop."""

@@ -555,8 +555,13 @@ Scalar = Tensor | float
 
 
 def _cast(value: Scalar, dtype: torch.dtype) -> Scalar:
-    """A 0-dim tensor scalar cast to ``dtype`` (a float is cast by the kernel that takes it)."""
-    return value.to(dtype) if isinstance(value, Tensor) else value
+    """A 0-dim tensor scalar cast to ``dtype``; a float is cast by the kernel that takes it, except that one beyond
+    ``dtype``'s range becomes +-inf here, as the tensor's cast makes it (a kernel refuses it with an error)."""
+    if isinstance(value, Tensor):
+        return value.to(dtype)
+    if math.isnan(value) or abs(value) <= torch.finfo(dtype).max:
+        return value
+    return math.copysign(math.inf, value)
 
 
 def _scalars(d: Scalar, d0: float, dlr: Scalar, slr: Scalar, beta1: float, beta2: float, eps: float,
