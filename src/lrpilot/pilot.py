@@ -27,6 +27,7 @@ behind every default):
      to 0 at ``total_steps`` (Hägele et al., "Scaling Laws and Compute-Optimal Training
      Beyond Fixed Training Durations", NeurIPS 2024, section 3: a 20% linear cooldown matches cosine; Ren, Ma &
      Ying: keep the large LR long and decay late). ``s`` is weighted without ``f`` (Prodigy's ``safeguard_warmup``).
+     The default weight decay is then :data:`BUDGET_WEIGHT_DECAY` (0.1; 0 in anytime mode; docs/pilot.md).
    * no budget ("anytime"): ``f = drop_factor ** drops``, the drops decided from two signals read at the end of
      measurement windows that grow with training (``W = max(1, t // 20)`` steps, so the same rule serves 20 and
      100k steps): (a) the estimate has *settled* -- ``d`` grew less than 5% over the last 3/4 of the run (not
