@@ -74,6 +74,13 @@ class ActiveOptimizer(Optimizer):
         lr_high: additive increase of a multiplier whose epoch gradient sum kept its sign, >= 0 (2.0).
         max_multiplier: upper bound of the multiplier, >= 1 (None: unbounded, as in the paper).
         min_multiplier: lower bound of the multiplier, in [0, 1] (None: unbounded, as in the paper).
+        flip_guard: lrpilot's stability guard, *not* part of the paper's rule: None (the default: the rule as
+            published) or a fraction in [0, 1]. At each boundary the growth of a parameter tensor's same-sign
+            multipliers is scaled by ``clamp((flip_guard - flips) / 0.2, 0, 1)``, ``flips`` being the fraction
+            of its elements that flipped sign (exact zeros included): full while ``flips <= flip_guard - 0.2``,
+            none from ``flips >= flip_guard`` on; the flipped ones still shrink by ``lr_low``. 0.5 (flips as
+            frequent as independent noise: no consistent progress) is the measured setting; see
+            :func:`~lrpilot.active.sign_rule.apply_sign_rule_` and ``docs/activelr.md``.
         steps_per_epoch: call :meth:`end_epoch` automatically after every that many ``step()`` calls (for
             loops that never call it); None: call ``end_epoch()`` yourself once per epoch.
         scale_weight_decay: multiply the decoupled weight decay by the multiplier too,
@@ -97,6 +104,8 @@ class ActiveOptimizer(Optimizer):
     _PREV = "prev_grad_sum"
     _COUNT = "epoch_steps"
     _supports_sparse = False
+    #: Param group keys a saved group may lack (added after checkpoints were written); a missing one is off.
+    _OPTIONAL_GROUP_KEYS = frozenset({"flip_guard"})
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, steps_per_epoch: int | None = None) -> None:
         check_steps_per_epoch(steps_per_epoch)
@@ -195,6 +204,7 @@ class ActiveOptimizer(Optimizer):
         for group in self.param_groups:
             low, high = group["lr_low"], group["lr_high"]
             lo, hi = group["min_multiplier"], group["max_multiplier"]
+            guard = group.get("flip_guard")  # None in groups loaded from dicts saved before the option existed
             for p in group["params"]:
                 state = self.state.get(p)
                 if not state or not state.get(self._COUNT, 0):
@@ -204,7 +214,7 @@ class ActiveOptimizer(Optimizer):
                 if prev is None:
                     state[self._PREV] = cur.clone(memory_format=torch.preserve_format)
                 else:
-                    apply_sign_rule_(state[self._MULT], prev, cur, low, high, lo, hi)
+                    apply_sign_rule_(state[self._MULT], prev, cur, low, high, lo, hi, guard)
                     prev.copy_(cur)
                 cur.zero_()
                 state[self._COUNT] = 0
@@ -304,8 +314,9 @@ class ActiveOptimizer(Optimizer):
 
     def _required_group_keys(self, saved_group: dict[str, Any]) -> set[str]:
         """Hyperparameters a loaded param group must carry (torch replaces the groups by the saved ones);
-        ``differentiable`` is the one key torch's ``__setstate__`` adds to ``defaults`` and not to the groups."""
-        return set(self.defaults) - {"differentiable"}
+        ``differentiable`` is the one key torch's ``__setstate__`` adds to ``defaults`` and not to the groups;
+        ``_OPTIONAL_GROUP_KEYS`` (``flip_guard``) are absent from dicts saved before they existed (off there)."""
+        return set(self.defaults) - {"differentiable"} - self._OPTIONAL_GROUP_KEYS
 
     def _validate_loaded_group(self, group: dict[str, Any]) -> None:
         self._validate_group(group)

@@ -66,7 +66,8 @@ def check_foreach_lr(foreach: Any, capturable: bool, lr: Any) -> None:
 
 
 def check_active_args(group: dict[str, Any]) -> None:
-    """Validate ``lr_low``, ``lr_high``, ``max_multiplier``, ``min_multiplier`` of a param group."""
+    """Validate ``lr_low``, ``lr_high``, ``max_multiplier``, ``min_multiplier`` and (if present: groups saved
+    before it existed have none) ``flip_guard`` of a param group."""
     check_number("lr_low", group["lr_low"], low=0.0, high=1.0)
     check_number("lr_high", group["lr_high"], low=0.0)
     hi, lo = group["max_multiplier"], group["min_multiplier"]
@@ -74,6 +75,9 @@ def check_active_args(group: dict[str, Any]) -> None:
         check_number("max_multiplier", hi, low=1.0)
     if lo is not None:
         check_number("min_multiplier", lo, low=0.0, high=1.0)
+    guard = group.get("flip_guard")
+    if guard is not None:
+        check_number("flip_guard", guard, low=0.0, high=1.0)
 
 
 def check_steps_per_epoch(steps_per_epoch: Any) -> None:

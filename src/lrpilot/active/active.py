@@ -41,8 +41,8 @@ class Active(ActiveOptimizer):
     Args:
         optimizer: the inner optimizer (not an ActiveLR optimizer, not one whose ``step`` needs to
             re-evaluate a closure such as LBFGS).
-        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch: ActiveLR's own arguments, the same
-            in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`. Per-group values may
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, flip_guard: ActiveLR's own arguments,
+            the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`. Per-group values may
             also be set as keys of the inner optimizer's param groups.
 
     ``step(closure)`` evaluates the closure once (with gradients enabled) and then steps the inner
@@ -63,6 +63,7 @@ class Active(ActiveOptimizer):
         lr_high: float = ACTIVE_DEFAULTS["lr_high"],
         max_multiplier: float | None = None,
         min_multiplier: float | None = None,
+        flip_guard: float | None = None,
         steps_per_epoch: int | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -72,7 +73,7 @@ class Active(ActiveOptimizer):
         if isinstance(optimizer, torch.optim.LBFGS):
             raise TypeError("LBFGS re-evaluates its closure within a step; Active cannot wrap it")
         defaults = {"lr_low": lr_low, "lr_high": lr_high, "max_multiplier": max_multiplier,
-                    "min_multiplier": min_multiplier}
+                    "min_multiplier": min_multiplier, "flip_guard": flip_guard}
         check_steps_per_epoch(steps_per_epoch)
         check_active_args(defaults)
         for group in optimizer.param_groups:  # per-group overrides, checked before anything is changed
@@ -96,7 +97,7 @@ class Active(ActiveOptimizer):
             return
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        active_keys = ("lr_low", "lr_high", "max_multiplier", "min_multiplier")
+        active_keys = ("lr_low", "lr_high", "max_multiplier", "min_multiplier", "flip_guard")
         check_active_args({k: param_group.get(k, self.defaults[k]) for k in active_keys})
         self.optimizer.add_param_group(param_group)
         for key in active_keys:
@@ -184,10 +185,10 @@ class Active(ActiveOptimizer):
             filled = set(probe.param_groups[0]) - set(saved_group)
         except Exception:  # an exotic __setstate__: require only ActiveLR's keys
             return set(ACTIVE_DEFAULTS)
-        return set(self.defaults) - filled - {"differentiable"}
+        return set(self.defaults) - filled - {"differentiable"} - self._OPTIONAL_GROUP_KEYS
 
     def _validate_loaded_group(self, group: dict[str, Any]) -> None:
-        check_active_args({k: group[k] for k in ACTIVE_DEFAULTS})
+        check_active_args({**{k: group[k] for k in ACTIVE_DEFAULTS}, "flip_guard": group.get("flip_guard")})
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load through the inner optimizer (its own checks and casts), then share its new state again.

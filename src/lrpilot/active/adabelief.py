@@ -82,8 +82,9 @@ class ActiveAdaBelief(ActiveOptimizer):
         maximize, foreach, capturable: as in the torch optimizers (see
             :class:`~lrpilot.active.adamw.ActiveAdamW`).
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
-            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay, flip_guard:
+            ActiveLR's own arguments, the same in every ActiveLR optimizer: see
+            :class:`~lrpilot.active.ActiveOptimizer`
             (``scale_weight_decay`` applies to decoupled decay).
     """
 
@@ -111,6 +112,7 @@ class ActiveAdaBelief(ActiveOptimizer):
         scale_weight_decay: bool = False,
         max_multiplier: float | None = None,
         min_multiplier: float | None = None,
+        flip_guard: float | None = None,
         steps_per_epoch: int | None = None,
     ) -> None:
         check_unsupported(differentiable, fused)
@@ -119,7 +121,7 @@ class ActiveAdaBelief(ActiveOptimizer):
             "weight_decay": weight_decay, "amsgrad": amsgrad, "weight_decouple": weight_decouple,
             "fixed_decay": fixed_decay, "rectify": rectify, "maximize": maximize, "foreach": foreach,
             "capturable": capturable, "lr_low": lr_low, "lr_high": lr_high, "scale_weight_decay": scale_weight_decay,
-            "max_multiplier": max_multiplier, "min_multiplier": min_multiplier,
+            "max_multiplier": max_multiplier, "min_multiplier": min_multiplier, "flip_guard": flip_guard,
         }
         super().__init__(params, defaults, steps_per_epoch=steps_per_epoch)
 

@@ -39,8 +39,9 @@ class ActiveAdamW(ActiveOptimizer):
             ``capturable=True`` keeps the step counters on the parameters' device and computes the bias
             corrections there (no host reads); it is allowed on any device.
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
-            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`.
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay, flip_guard:
+            ActiveLR's own arguments, the same in every ActiveLR optimizer: see
+            :class:`~lrpilot.active.ActiveOptimizer`.
     """
 
     _BASE_STATE_KEYS = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
@@ -64,6 +65,7 @@ class ActiveAdamW(ActiveOptimizer):
         scale_weight_decay: bool = False,
         max_multiplier: float | None = None,
         min_multiplier: float | None = None,
+        flip_guard: float | None = None,
         steps_per_epoch: int | None = None,
     ) -> None:
         check_unsupported(differentiable, fused)
@@ -71,7 +73,7 @@ class ActiveAdamW(ActiveOptimizer):
             "lr": lr, "betas": tuple(betas) if isinstance(betas, (list, tuple)) else betas, "eps": eps,
             "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
             "capturable": capturable, "lr_low": lr_low, "lr_high": lr_high, "scale_weight_decay": scale_weight_decay,
-            "max_multiplier": max_multiplier, "min_multiplier": min_multiplier,
+            "max_multiplier": max_multiplier, "min_multiplier": min_multiplier, "flip_guard": flip_guard,
         }
         super().__init__(params, defaults, steps_per_epoch=steps_per_epoch)
 

@@ -76,8 +76,9 @@ class ActiveRAdam(ActiveOptimizer):
             official code's decay; False: torch's L2 term ``g + weight_decay * p``.
         lagged_moments: reproduce the official code's one-step moment lag (for reproduction only).
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
-        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
-            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay, flip_guard:
+            ActiveLR's own arguments, the same in every ActiveLR optimizer: see
+            :class:`~lrpilot.active.ActiveOptimizer`
             (``scale_weight_decay`` applies to decoupled decay).
     """
 
@@ -103,6 +104,7 @@ class ActiveRAdam(ActiveOptimizer):
         scale_weight_decay: bool = False,
         max_multiplier: float | None = None,
         min_multiplier: float | None = None,
+        flip_guard: float | None = None,
         steps_per_epoch: int | None = None,
     ) -> None:
         check_unsupported(differentiable, fused)
@@ -111,7 +113,7 @@ class ActiveRAdam(ActiveOptimizer):
             "weight_decay": weight_decay, "decoupled_weight_decay": decoupled_weight_decay, "foreach": foreach,
             "maximize": maximize, "capturable": capturable, "lagged_moments": lagged_moments, "lr_low": lr_low,
             "lr_high": lr_high, "scale_weight_decay": scale_weight_decay, "max_multiplier": max_multiplier,
-            "min_multiplier": min_multiplier,
+            "min_multiplier": min_multiplier, "flip_guard": flip_guard,
         }
         super().__init__(params, defaults, steps_per_epoch=steps_per_epoch)
 

@@ -41,8 +41,9 @@ class ActiveSGD(ActiveOptimizer):
             ``lr`` may be a 1-element tensor (used without host reads).
         differentiable, fused: accepted for signature compatibility; only ``False``/``None``.
         decoupled_weight_decay: False gives torch's L2 decay ``g + weight_decay * p`` instead.
-        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay: ActiveLR's own
-            arguments, the same in every ActiveLR optimizer: see :class:`~lrpilot.active.ActiveOptimizer`.
+        lr_low, lr_high, max_multiplier, min_multiplier, steps_per_epoch, scale_weight_decay, flip_guard:
+            ActiveLR's own arguments, the same in every ActiveLR optimizer: see
+            :class:`~lrpilot.active.ActiveOptimizer`.
     """
 
     _BASE_STATE_KEYS = frozenset({"momentum_buffer"})
@@ -66,6 +67,7 @@ class ActiveSGD(ActiveOptimizer):
         decoupled_weight_decay: bool = True,
         max_multiplier: float | None = None,
         min_multiplier: float | None = None,
+        flip_guard: float | None = None,
         steps_per_epoch: int | None = None,
     ) -> None:
         check_unsupported(differentiable, fused)
@@ -73,7 +75,7 @@ class ActiveSGD(ActiveOptimizer):
             "lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
             "nesterov": nesterov, "maximize": maximize, "foreach": foreach, "lr_low": lr_low, "lr_high": lr_high,
             "scale_weight_decay": scale_weight_decay, "decoupled_weight_decay": decoupled_weight_decay,
-            "max_multiplier": max_multiplier, "min_multiplier": min_multiplier,
+            "max_multiplier": max_multiplier, "min_multiplier": min_multiplier, "flip_guard": flip_guard,
         }
         super().__init__(params, defaults, steps_per_epoch=steps_per_epoch)
 
