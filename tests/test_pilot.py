@@ -259,6 +259,62 @@ def test_a_float_scalar_beyond_the_dtypes_range_is_cast_to_inf_as_the_tensor_for
     torch.testing.assert_close(floats, tensors, equal_nan=True)
 
 
+def first_update(opt_factory, g: torch.Tensor) -> torch.Tensor:
+    p = torch.nn.Parameter(torch.ones_like(g))
+    opt = opt_factory([p])
+    p.grad = g.clone()
+    opt.step()
+    return (p.detach() - 1.0)
+
+
+def test_bias_correction_makes_the_first_step_adams_and_without_it_the_first_step_is_larger_by_the_missing_factor():
+    """With ``bias_correction=True`` (no warmup, lr fixed by the guess on step 1) Pilot's first update equals
+    torch AdamW's at the same LR; without it (Prodigy's default) it is ``(1 - beta1) / sqrt(1 - beta2)`` = 3.16
+    times larger, the factor Adam's correction removes."""
+    g = torch.tensor([0.3, -2.0, 0.05])  # gradients far above eps, which the two place differently
+    kw = {"total_steps": 1000, "warmup": 0.0, "weight_decay": 0.0, "lr": 1e-3}
+    adam = first_update(lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.0), g)
+    corrected = first_update(lambda ps: Pilot(ps, bias_correction=True, **kw), g)
+    plain = first_update(lambda ps: Pilot(ps, **kw), g)
+    torch.testing.assert_close(corrected, adam, rtol=1e-5, atol=3e-7)  # float32 rounding of p = 1 - u
+    torch.testing.assert_close(plain, adam * (0.1 / math.sqrt(0.001)), rtol=1e-5, atol=3e-7)
+
+
+@pytest.mark.parametrize("total_steps", [60, None], ids=["budget", "anytime"])
+def test_bias_correction_gives_the_same_run_in_float_and_tensor_form_and_resumes_bitwise(
+        monkeypatch: pytest.MonkeyPatch, total_steps) -> None:
+    """With ``bias_correction=True`` the CPU float form and the tensor form (GPU, compile: the step number is a
+    0-dim tensor) give the same run; a state_dict round trip at step 25 into a fresh Pilot continues bitwise (the
+    step number is derived from the restored step count)."""
+    def run(k_resume: int | None):
+        model = make_model()
+        opt = Pilot(model.parameters(), total_steps=total_steps, bias_correction=True)
+        if k_resume is None:
+            drive(opt, model, 0, 60)
+            return model, opt
+        drive(opt, model, 0, k_resume)
+        ckpt = round_trip({"model": model.state_dict(), "opt": opt.state_dict()})
+        fresh_model = make_model()
+        fresh_model.load_state_dict(ckpt["model"])
+        fresh = Pilot(fresh_model.parameters(), total_steps=total_steps, bias_correction=True)
+        fresh.load_state_dict(ckpt["opt"])
+        drive(fresh, fresh_model, k_resume, 60)
+        return fresh_model, fresh
+    full_model, full = run(None)
+    resumed_model, resumed = run(25)
+    assert_bitwise(params_of(resumed_model), params_of(full_model))
+    assert resumed.d == full.d
+    monkeypatch.setattr(lrpilot.pilot, "_host_scalars", lambda d: False)
+    tensor_model, tensor_opt = run(None)
+    for a, b in zip(params_of(tensor_model), params_of(full_model)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert tensor_opt.d == pytest.approx(full.d, rel=1e-5)
+    plain_model = make_model()
+    plain = Pilot(plain_model.parameters(), total_steps=total_steps)
+    drive(plain, plain_model, 0, 60)
+    assert not torch.allclose(params_of(plain_model)[0], params_of(full_model)[0])  # the option does act
+
+
 def test_the_default_path_on_cpu_is_the_foreach_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """``foreach=None`` on CPU takes the foreach path (torch's own optimizers do not there; for Pilot it measured
     faster); ``foreach=False`` the per-tensor loop."""
@@ -706,6 +762,7 @@ BAD_ARGUMENTS = [
     ({"warmup": 0.8}, "warmup"),
     ({"drop_factor": 0}, "drop_factor"), ({"drop_factor": 1}, "drop_factor"),
     ({"hold": 1}, "hold"), ({"window": 2}, "window"), ({"threshold": 0}, "threshold"), ({"eps": -1}, "eps"),
+    ({"bias_correction": 1}, "bias_correction"),
 ]
 
 
@@ -725,7 +782,7 @@ def test_a_param_group_with_a_negative_lr_is_refused_naming_lr():
 
 
 HYPERPARAMETERS = ["total_steps", "lr", "weight_decay", "betas", "beta3", "eps", "warmup", "cooldown", "drop_factor",
-                   "hold", "window", "threshold", "foreach"]
+                   "hold", "window", "threshold", "bias_correction", "foreach"]
 
 
 def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_default():
@@ -822,9 +879,9 @@ def test_a_compiled_model_trains_with_pilot_like_the_eager_model():
     assert d == pytest.approx(d_eager, rel=1e-5)
 
 
-def compiled_step_run(steps: int, total_steps: int | None, compiled: bool):
+def compiled_step_run(steps: int, total_steps: int | None, compiled: bool, bias_correction: bool = False):
     model = make_model()
-    opt = Pilot(model.parameters(), total_steps=total_steps, foreach=True)
+    opt = Pilot(model.parameters(), total_steps=total_steps, foreach=True, bias_correction=bias_correction)
     step = torch.compile(opt.step, backend="eager") if compiled else opt.step
     for t in range(steps):
         opt.zero_grad()
@@ -857,6 +914,24 @@ def test_a_compiled_step_compiles_a_fixed_set_of_graphs_and_matches_eager(total_
     if total_steps is not None:
         assert opt.factor < 1
     torch._dynamo.reset()
+
+
+def test_a_compiled_step_with_bias_correction_adds_no_recompile_per_step():
+    """With ``bias_correction=True`` the step number enters the compiled step as a 0-dim tensor set host-side, so
+    the graphs after 24 steps are those after 2 and the result equals the eager run (budget mode)."""
+    from torch._dynamo.utils import counters
+
+    graphs = {}
+    for steps in (2, 24):
+        torch._dynamo.reset()
+        counters.clear()
+        compiled, opt = compiled_step_run(steps, 24, compiled=True, bias_correction=True)
+        graphs[steps] = counters["stats"]["unique_graphs"]
+    eager, eager_opt = compiled_step_run(24, 24, compiled=False, bias_correction=True)
+    assert 1 <= graphs[2] == graphs[24], f"graphs per run length: {graphs}"
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert opt.d == pytest.approx(eager_opt.d, rel=1e-6)
 
 
 def test_the_kernels_are_the_module_functions_the_paths_name(monkeypatch):
