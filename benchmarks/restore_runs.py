@@ -63,6 +63,7 @@ from typing import Any
 
 from lrpilot.bench.loop import write_json
 from lrpilot.bench.methods import METHODS
+from lrpilot.bench.overhead import overhead_path
 from lrpilot.bench.runner import Job, result_path
 
 Result = dict[str, Any]
@@ -252,7 +253,7 @@ def restore(results: Path, out: Path, *, exclude: Sequence[str] = (), origin: st
         if method in exclude:
             done.overhead_excluded += 1
             continue
-        path = out / "overhead" / f"{task}__{method}__{device.replace(':', '_')}.json"
+        path = overhead_path(out, task, method, device)
         if path.exists():
             done.overhead_kept += 1
             continue

@@ -28,7 +28,7 @@ from .loop import timed_step as loop_timed_step
 from .methods import Built, get_method
 from .tasks import TASKS
 
-__all__ = ["measure_overheads", "step_time_ratio", "timed_step"]
+__all__ = ["measure_overheads", "overhead_path", "step_time_ratio", "timed_step"]
 
 
 def timed_step(built: Built, step: int, steps_per_epoch: int, device: torch.device) -> tuple[float, float | None]:
@@ -100,16 +100,21 @@ def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int =
             "train_reference_seconds": per_train[reference]}
 
 
+def overhead_path(out: Path, task: str, method: str, device: str) -> Path:
+    """Where the step-time ratio of ``method`` on ``task`` and ``device`` is cached under the results directory."""
+    return Path(out) / "overhead" / f"{task}__{method}__{device.replace(':', '_')}.json"
+
+
 def measure_overheads(pairs: list[tuple[str, str]], out: Path, device: str = "cpu") -> dict[tuple[str, str], float]:
     """:func:`step_time_ratio` of each (task, method) against the method's reference (methods without one are
-    skipped), in this process with 1 thread, cached as ``out/overhead/<task>__<method>.json``."""
+    skipped), in this process with 1 thread, cached at :func:`overhead_path`."""
     ratios = {}
     with one_thread():
         for task, method in pairs:
             reference = get_method(method).reference
             if reference is None:
                 continue
-            path = Path(out) / "overhead" / f"{task}__{method}__{device.replace(':', '_')}.json"
+            path = overhead_path(out, task, method, device)
             if path.exists():
                 ratios[(task, method)] = json.loads(path.read_text())["ratio"]
                 continue
