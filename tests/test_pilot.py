@@ -284,8 +284,8 @@ def test_bias_correction_makes_the_first_step_adams_and_without_it_the_first_ste
 def test_bias_correction_gives_the_same_run_in_float_and_tensor_form_and_resumes_bitwise(
         monkeypatch: pytest.MonkeyPatch, total_steps) -> None:
     """With ``bias_correction=True`` the CPU float form and the tensor form (GPU, compile: the step number is a
-    0-dim tensor) give the same run; a state_dict round trip at step 25 into a fresh Pilot continues bitwise (the
-    step number is derived from the restored step count)."""
+    0-dim tensor) give the same run; a state_dict round trip at step 25 into a fresh Pilot continues bitwise in
+    both forms (the step number is derived from the restored step count)."""
     def run(k_resume: int | None):
         model = make_model()
         opt = Pilot(model.parameters(), total_steps=total_steps, bias_correction=True)
@@ -306,6 +306,8 @@ def test_bias_correction_gives_the_same_run_in_float_and_tensor_form_and_resumes
     assert resumed.d == full.d
     monkeypatch.setattr(lrpilot.pilot, "_host_scalars", lambda d: False)
     tensor_model, tensor_opt = run(None)
+    tensor_resumed_model, _ = run(25)  # the tensor step number is restored from the step count too
+    assert_bitwise(params_of(tensor_resumed_model), params_of(tensor_model))
     for a, b in zip(params_of(tensor_model), params_of(full_model)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert tensor_opt.d == pytest.approx(full.d, rel=1e-5)

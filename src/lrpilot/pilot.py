@@ -215,8 +215,9 @@ class Pilot(Optimizer):
                          "factor": torch.ones((), dtype=torch.float64, device=device),
                          "align_sum": torch.zeros((), dtype=torch.float64, device=device),
                          "align_count": torch.zeros((), dtype=torch.float64, device=device),
-                         "estimating": torch.ones((), dtype=torch.float64, device=device),
-                         "t": torch.ones((), dtype=torch.float64, device=device)}  # the next step's number
+                         "estimating": torch.ones((), dtype=torch.float64, device=device)}
+        # the next step's number as a tensor, for bias correction off CPU (derived from ``steps``, not saved)
+        self._step_number = torch.ones((), dtype=torch.float64, device=device)
         self.steps = 0
         self.drops = 0
         self._scale_mark = self.d0  # the d of the last "scale" event
@@ -340,7 +341,7 @@ class Pilot(Optimizer):
             else:
                 self._scalars[key] = value.detach().clone().to(device=self._device(), dtype=torch.float64)
         self.steps = int(own["steps"])
-        self._scalars["t"].fill_(self.steps + 1)  # derived from the step count (a checkpoint before it had none)
+        self._step_number.fill_(self.steps + 1)
         self.drops = int(own["drops"])
         self._scale_mark = float(own["scale_mark"])
         self._last_drop = int(own["last_drop"])
@@ -386,7 +387,7 @@ class Pilot(Optimizer):
             dlr = d_now * factor_now if mult == 1.0 else d_now * factor_now * mult
             if self.bias_correction:  # t: this step's number, a tensor off CPU so that compile sees no new number
                 beta1, beta2 = group["betas"]
-                dlr = dlr * _bias_correction(beta1, beta2, self.steps + 1 if host else self._scalars["t"])
+                dlr = dlr * _bias_correction(beta1, beta2, self.steps + 1 if host else self._step_number)
             kwargs = {"d": d_now, "d0": self.d0, "dlr": dlr,
                       "slr": d_now if mult == 1.0 else d_now * mult, "beta1": group["betas"][0],
                       "beta2": group["betas"][1], "beta3": self.beta3, "weight_decay": group["weight_decay"],
@@ -449,7 +450,8 @@ class Pilot(Optimizer):
     def _after_step(self) -> None:
         """Count the step, set the next step's schedule factor, take the window-end decisions."""
         self.steps += 1
-        self._scalars["t"].fill_(self.steps + 1)  # the next step's number (bias correction off CPU)
+        if self.bias_correction:
+            self._step_number.fill_(self.steps + 1)
         self._apply_schedule()
         self._decide()
         if not self.factor_is_one:
@@ -661,7 +663,7 @@ def _multi_tensor_reads(params: list[Tensor], grads: list[Tensor], exp_avgs: lis
     torch._foreach_add_(u, _cast(d * eps, params[0].dtype) + torch.finfo(params[0].dtype).tiny)
     torch._foreach_div_(u, exp_avgs)  # (sqrt(v) + d eps) / m ...
     torch._foreach_reciprocal_(u)  # ... inverted: m / (sqrt(v) + d eps), one temporary list
-    # one stack for the three dot-product sums, one for the two squared norms
+    # one stack for the two dot-product sums, one for the two squared norms
     per_tensor = torch.stack(nums + dots(grads, u)).to(torch.float64).view(2, -1).sum(1)
     norms = torch.stack(torch._foreach_norm(grads) + torch._foreach_norm(u)).to(torch.float64).pow(2).view(2, -1).sum(1)
     return torch.stack((per_tensor[0] * (d / d0 * dlr), norms[0], per_tensor[1], norms[1]))
