@@ -541,6 +541,45 @@ def test_anytime_mode_settles_only_once_the_estimate_has_stopped_growing():
     assert settled.value >= largest / 1.05, (settled.step, settled.value, largest)
 
 
+@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+def test_anytime_mode_reads_the_alignment_at_every_kth_step_as_the_window_mean_of_cos_g_and_the_previous_direction(
+        monkeypatch: pytest.MonkeyPatch, every, foreach):
+    """With ``alignment_every=k`` only the steps ``t`` with ``t % k == 0`` read the alignment (the reads are called
+    with ``measure=True`` there and ``False`` elsewhere), and each window's alignment (``metrics()``) is the mean over
+    those of its steps that have a previous direction of ``cos(g_t, m / (sqrt(v) + d eps))``, computed by hand from
+    the gradient and the state before step ``t``."""
+    flags: list[bool] = []
+    kernel = lrpilot.pilot._multi_tensor_reads if foreach else lrpilot.pilot._single_tensor_reads
+
+    def spy(*args, measure, **kwargs):
+        flags.append(measure)
+        return kernel(*args, measure=measure, **kwargs)
+    monkeypatch.setattr(lrpilot.pilot, "_multi_tensor_reads" if foreach else "_single_tensor_reads", spy)
+    model = make_model()
+    opt = Pilot(model.parameters(), alignment_every=every, foreach=foreach)
+    pending: list[float] = []
+    windows = 0
+    for t in range(400):
+        opt.zero_grad()
+        noisy_loss(model, t).backward()
+        if t % every == 0 and t > 0:  # by hand: the previous direction from the state before this step
+            params = list(model.parameters())
+            g = torch.cat([p.grad.reshape(-1) for p in params]).double()
+            m = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in params]).double()
+            v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in params]).double()
+            u = m / (v.sqrt() + opt.d * 1e-8)
+            pending.append(float(g @ u / (g.norm() * u.norm())))
+        window_ends_here = opt.steps + 1 >= opt._next_measure
+        opt.step()
+        if window_ends_here and pending:
+            assert opt.metrics()["pilot/alignment"] == pytest.approx(sum(pending) / len(pending), rel=1e-4,
+                                                                    abs=1e-6), t
+            pending, windows = [], windows + 1
+    assert flags == [t % every == 0 for t in range(400)]
+    assert windows >= 30
+
+
 # ------------------------------------------------------------------------------------------------ skipped steps
 def poisoned_run(bad_at: int | None, value: float, total_steps: int | None = None, steps: int = 80):
     model = make_model()
@@ -764,7 +803,8 @@ BAD_ARGUMENTS = [
     ({"warmup": 0.8}, "warmup"),
     ({"drop_factor": 0}, "drop_factor"), ({"drop_factor": 1}, "drop_factor"),
     ({"hold": 1}, "hold"), ({"window": 2}, "window"), ({"threshold": 0}, "threshold"), ({"eps": -1}, "eps"),
-    ({"bias_correction": 1}, "bias_correction"),
+    ({"bias_correction": 1}, "bias_correction"), ({"alignment_every": 0}, "alignment_every"),
+    ({"alignment_every": 1.5}, "alignment_every"),
 ]
 
 
@@ -784,7 +824,7 @@ def test_a_param_group_with_a_negative_lr_is_refused_naming_lr():
 
 
 HYPERPARAMETERS = ["total_steps", "lr", "weight_decay", "betas", "beta3", "eps", "warmup", "cooldown", "drop_factor",
-                   "hold", "window", "threshold", "bias_correction", "foreach"]
+                   "hold", "window", "threshold", "alignment_every", "bias_correction", "foreach"]
 
 
 def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_default():
@@ -810,7 +850,7 @@ def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_
     assert (opt.total_steps, opt.d0, opt.cooldown, opt.drop_factor, opt.hold) == (
         defaults["total_steps"], defaults["lr"], defaults["cooldown"], defaults["drop_factor"], defaults["hold"])
     assert opt.d == defaults["lr"] and opt.test.window == defaults["window"]
-    assert opt.test.threshold == defaults["threshold"]
+    assert opt.test.threshold == defaults["threshold"] and opt.alignment_every == defaults["alignment_every"] == 4
     group = opt.param_groups[0]
     assert defaults["weight_decay"] is None and group["weight_decay"] == 0.0  # anytime mode's (next test)
     assert (tuple(group["betas"]), group["eps"], group["foreach"]) == (
@@ -898,7 +938,8 @@ def test_a_compiled_step_compiles_a_fixed_set_of_graphs_and_matches_eager(total_
     """torch.compile(opt.step) (dynamo, eager backend; the step's host reads are graph breaks, accepted): the
     number of graphs after 24 steps is the number after the first two (the first creates the state) -- window ends,
     the estimate's growth and (budget) the cooldown from step 19 add no recompiles -- and the result equals the
-    eager run. Measured: 4 graphs (anytime), 3 (budget), at 2 as at 24 steps."""
+    eager run. Measured: 11 graphs in anytime mode (steps that read the alignment and steps that do not; 8 when
+    every step read it), 5 with a budget, at 2 as at 24 steps."""
     from torch._dynamo.utils import counters
 
     graphs = {}

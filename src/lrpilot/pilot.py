@@ -32,12 +32,13 @@ behind every default):
      measurement windows that grow with training (``W = max(1, t // 20)`` steps, so the same rule serves 20 and
      100k steps): (a) the estimate has *settled* -- ``d`` grew less than 5% over the last 3/4 of the run (not
      judged before step 100); (b) the steps have stalled -- the mean over the last ``window`` windows of the
-     descent alignment ``cos(g_k, u_{k-1})`` (a step's gradient against the previous update's direction) is
-     below zero with confidence (:class:`~lrpilot.saturation.StalledDescentTest`: Pflug's stationarity
-     diagnostic, Chee & Toulis, AISTATS 2018, tested with a confidence bound as in SASA, Lang, Zhang & Xiao,
-     NeurIPS 2019). A drop also waits until the step count is ``hold`` (4) times that of the last drop (the
-     first: of the settling): late decay (Ren, Ma & Ying), each phase three times as long as all before it. The
-     estimate is frozen from the first drop (or the cooldown) on: it is the scale at the full LR.
+     descent alignment ``cos(g_k, u_{k-1})`` (a step's gradient against the previous update's direction, read
+     at every ``alignment_every``-th step: a sample of the window) is below zero with confidence
+     (:class:`~lrpilot.saturation.StalledDescentTest`: Pflug's stationarity diagnostic, Chee & Toulis, AISTATS
+     2018, tested with a confidence bound as in SASA, Lang, Zhang & Xiao, NeurIPS 2019). A drop also waits
+     until the step count is ``hold`` (4) times that of the last drop (the first: of the settling): late decay
+     (Ren, Ma & Ying), each phase three times as long as all before it. The estimate is frozen
+     from the first drop (or the cooldown) on: it is the scale at the full LR.
 
 Every decision is visible: :meth:`Pilot.effective_lr` (the protocol of :mod:`lrpilot.telemetry`),
 :meth:`Pilot.metrics` and :attr:`Pilot.events` (a :class:`PilotEvent` for each change of scale by a factor 2,
@@ -77,6 +78,8 @@ SETTLE_RATIO = 4
 SETTLE_GROWTH = 1.05
 #: ... and not before this step: Prodigy's estimate rises in jumps over its first tens of steps
 MIN_SETTLE_STEPS = 100
+#: anytime mode reads the alignment at every ``ALIGNMENT_EVERY``-th step (``alignment_every=``; docs/pilot.md)
+ALIGNMENT_EVERY = 4
 #: ``weight_decay=None`` with a budget (anytime mode: 0). Decoupled decay lets the estimate grow (the shrinking
 #: weights add to the distance travelled: on the MNIST-1D CNN d ends at 0.026-0.034 against 0.013-0.018 without),
 #: which the budget's cooldown anneals; without a budget the run may end at that larger LR (docs/pilot.md).
@@ -158,6 +161,10 @@ class Pilot(Optimizer):
             all before it.
         window: anytime mode's number of measurement windows the stalled-descent test looks at.
         threshold: the test's bound in standard errors (1.28: the mean alignment is negative at one-sided 10%).
+        alignment_every: anytime mode reads the descent alignment at every ``alignment_every``-th step only, a
+            sample of each window's steps (the test's standard error counts the sample's noise); its four extra
+            passes over the parameters then cost a quarter as much (docs/pilot.md measures the step time and
+            the drops with 1 and 4). 1: every step.
         bias_correction: Adam's bias correction of the moments, as prodigyopt's ``use_bias_correction``: the step
             is multiplied by ``sqrt(1 - beta2^t) / (1 - beta1^t)``, so the first steps are Adam's size instead of
             up to 6x larger. Off by default, as in Prodigy: on the character GPT it removed a seed's stalled
@@ -171,7 +178,8 @@ class Pilot(Optimizer):
                  weight_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999),
                  beta3: float | None = None, eps: float = 1e-8, warmup: float = 0.05, cooldown: float = 0.2,
                  drop_factor: float = 0.3, hold: float = 4.0, window: int = 10, threshold: float = 1.28,
-                 bias_correction: bool = False, foreach: bool | None = None) -> None:
+                 alignment_every: int = ALIGNMENT_EVERY, bias_correction: bool = False,
+                 foreach: bool | None = None) -> None:
         if total_steps is not None:
             check_number("total_steps", total_steps, low=1, integer=True)
         check_number("lr", lr, low=0, low_open=True)
@@ -191,6 +199,7 @@ class Pilot(Optimizer):
         check_number("hold", hold, low=1, low_open=True)
         check_number("window", window, low=3, integer=True)
         check_number("threshold", threshold, low=0, low_open=True)
+        check_number("alignment_every", alignment_every, low=1, integer=True)
         if not isinstance(bias_correction, bool):
             raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
         defaults = {"lr": 1.0, "weight_decay": float(weight_decay), "betas": (float(betas[0]), float(betas[1])),
@@ -205,6 +214,7 @@ class Pilot(Optimizer):
         self.warmup = float(warmup)
         self.drop_factor = float(drop_factor)
         self.hold = float(hold)
+        self.alignment_every = int(alignment_every)
         self.bias_correction = bias_correction
         self.events: list[PilotEvent] = []
         self.test = StalledDescentTest(threshold=threshold, window=window)
@@ -373,7 +383,7 @@ class Pilot(Optimizer):
             return loss
         d = self._scalars["d"]
         factor = self._scalars["factor"]
-        measure = self.total_steps is None
+        measure = self.total_steps is None and self._reads_alignment()  # budget mode: no call, no graph break
         host = _host_scalars(d)
         d_now: Tensor | float = float(d) if host else d
         factor_now: Tensor | float = float(factor) if host else factor
@@ -456,6 +466,12 @@ class Pilot(Optimizer):
         self._decide()
         if not self.factor_is_one:
             self._scalars["estimating"].zero_()
+
+    @_host_side  # host-side: a compiled step sees a bool (two graphs), not the changing step count
+    def _reads_alignment(self) -> bool:
+        """Whether this step reads the descent alignment (anytime mode): at every ``alignment_every``-th step (a
+        sample of each window's steps; at the first step the reads find no previous direction and count nothing)."""
+        return self.steps % self.alignment_every == 0
 
     @_host_side  # the one host read per step
     def _before_update(self, reads: Tensor, finite: bool | None = None) -> bool:
