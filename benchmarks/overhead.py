@@ -5,11 +5,11 @@
 For MLPs (256 -> w -> w -> 10, ReLU; w chosen for about 1e5, 1e6, 1e7 parameters; batch 64) it measures, in one
 process with 1 thread, each of AutoDrop on SGD and on AdamW, ActiveSGD, ActiveAdamW and Pilot (with and without a
 budget) against the plain optimizer it builds on (:func:`lrpilot.bench.overhead.step_time_ratio`: the two stepped
-alternately on the same batch, median step times, AutoDrop's per-epoch test amortised over ``--steps-per-epoch``
-steps), and the extra memory: bytes of the tensors the optimizer state and the scheduler hold beyond the plain
-optimizer's, as a multiple of the parameters' bytes. Then the training-step time (forward + backward + step) of
-Pilot against AdamW on the bench tasks' own models (:data:`TASK_PAIRS`). Writes ``overhead.md`` and
-``overhead.json``.
+alternately on the same batch, medians over blocks of steps, AutoDrop's per-epoch test amortised over
+``--steps-per-epoch`` steps), and the extra memory: bytes of the tensors the optimizer state and the scheduler
+hold beyond the plain optimizer's, as a multiple of the parameters' bytes. Then the training-step time (forward
++ backward + step) of Pilot against AdamW on the bench tasks' own models (:data:`TASK_PAIRS`). Writes
+``overhead.md`` and ``overhead.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from lrpilot.bench.loop import one_thread, write_json
 from lrpilot.bench.methods import get_method
-from lrpilot.bench.overhead import step_time_ratio
+from lrpilot.bench.overhead import BLOCK, step_time_ratio
 
 PAIRS = (("autodrop-sgd", "constant"), ("active-sgd", "constant"), ("autodrop-adamw", "adamw"),
          ("active-adamw", "adamw"), ("pilot", "adamw"), ("pilot-anytime", "adamw"))
@@ -102,6 +102,10 @@ TASK_PAIRS = (("mnist1d-cnn", "pilot"), ("mnist1d-cnn", "pilot-anytime"), ("mnis
               ("shakespeare-char", "pilot"), ("shakespeare-char", "pilot-anytime"))
 
 
+#: training steps timed per method on each task (20 blocks of :data:`~lrpilot.bench.overhead.BLOCK`)
+TASK_STEPS = 160
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6, 1e7])
@@ -120,7 +124,7 @@ def measure_tasks(device: str) -> list[dict[str, Any]]:
     rows = []
     for task, method in TASK_PAIRS:
         reference = get_method(method).reference
-        timing = step_time_ratio(task, method, str(reference), device=device)
+        timing = step_time_ratio(task, method, str(reference), steps=TASK_STEPS, device=device)
         rows.append({"task": task, "method": method, "reference": reference, **timing})
         print(f"{task} {method}: train step x{timing['train_ratio']:.3f}, optimizer step x{timing['ratio']:.2f}",
               flush=True)
@@ -155,7 +159,9 @@ def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: in
     lines = [f"# Overhead of lrpilot's methods vs the plain optimizer (measured by benchmarks/overhead.py, "
              f"{seconds:.0f} s, device {device}, 1 thread; per-epoch work amortised over "
              f"{steps_per_epoch} steps)\n",
-             "Step = `optimizer.step()` + scheduler; both stepped alternately on one batch of 64, medians. State = "
+             f"Step = `optimizer.step()` + scheduler; both stepped alternately on one batch of 64; per-step time = "
+             f"median over blocks of {BLOCK} consecutive steps of their mean (work done every k-th step counted). "
+             "State = "
              "bytes of tensors held by the optimizer state and the scheduler, as a multiple of the parameters' "
              "bytes (gradients and parameters excluded).\n",
              "| params | method | vs | step time ratio | step ms (method / plain) | state x params (method / plain) "
@@ -167,8 +173,8 @@ def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: in
     if task_rows:
         lines += ["", "## Training-step time on the bench tasks' models", "",
                   "Training step = forward + backward + `zero_grad` + `optimizer.step()`, timed together, both "
-                  "optimizers alternately on the task's first batch in one process, medians over at least 60 steps "
-                  "(after 5 warm-up steps).", "",
+                  f"optimizers alternately on the task's first batch in one process, {TASK_STEPS} steps each "
+                  f"(after 5 warm-up steps), median over blocks of {BLOCK} consecutive steps of their mean.", "",
                   "| task | method | vs | training-step ratio | training step ms (method / plain) | "
                   "optimizer-step ratio |", "|---|---|---|---|---|---|"]
         for r in task_rows:
