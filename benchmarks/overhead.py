@@ -173,7 +173,8 @@ def write_report(rows: list[dict[str, Any]], seconds: float, steps_per_epoch: in
     if task_rows:
         lines += ["", "## Training-step time on the bench tasks' models", "",
                   "Training step = forward + backward + `zero_grad` + `optimizer.step()`, timed together, both "
-                  f"optimizers alternately on the task's first batch in one process, {TASK_STEPS} steps each "
+                  "optimizers alternately in one process on the task's training batches in the training loop's "
+                  f"order (the same batch for both at each step), {TASK_STEPS} steps each "
                   f"(after 5 warm-up steps), median over blocks of {BLOCK} consecutive steps of their mean.", "",
                   "| task | method | vs | training-step ratio | training step ms (method / plain) | "
                   "optimizer-step ratio |", "|---|---|---|---|---|---|"]
