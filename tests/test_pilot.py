@@ -428,8 +428,8 @@ def applied_lrs(opt: Pilot, p: torch.nn.Parameter, steps: int, weight_decay: flo
     return out
 
 
-def test_budget_mode_warms_up_over_5_percent_then_holds_one_then_decays_linearly_to_zero_over_the_last_20_percent():
-    """total_steps=100: f = (t + 1) / 5 over the first 5 steps, 1 until step 80, then on the line from 1 at step 80
+def test_budget_mode_warms_up_over_10_percent_then_holds_one_then_decays_linearly_to_zero_over_the_last_20_percent():
+    """total_steps=100: f = (t + 1) / 10 over the first 10 steps, 1 until step 80, then on the line from 1 at step 80
     to 0 at step 100 (the LR the weight decay applies, measured with zero gradients so that d stays at its start
     0.1); the 'cooldown' event is at step 80, once."""
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
@@ -437,7 +437,7 @@ def test_budget_mode_warms_up_over_5_percent_then_holds_one_then_decays_linearly
     factors = [applied / 0.1 for _, applied in applied_lrs(opt, p, 100, 0.5)]
     assert opt.d == 0.1
     for t, f in enumerate(factors):
-        assert f == pytest.approx(min(1.0, (t + 1) / 5, (100 - t) / 20), rel=1e-9, abs=1e-12), t
+        assert f == pytest.approx(min(1.0, (t + 1) / 10, (100 - t) / 20), rel=1e-9, abs=1e-12), t
     assert [e.step for e in opt.events if e.kind == "cooldown"] == [80]
 
 
@@ -455,10 +455,10 @@ def test_budget_mode_without_warmup_keeps_the_factor_at_one_then_decays_linearly
 
 
 def test_budget_mode_cooldown_fraction_and_the_factor_attribute():
-    """cooldown=0.5 over 20 steps: f = 1 for 10 steps, then linear; ``opt.factor`` read after a step is the factor
-    the next step applies (1 at construction), and reaches 0 at the budget."""
+    """cooldown=0.5 over 20 steps, no warmup: f = 1 for 10 steps, then linear; ``opt.factor`` read after a step is
+    the factor the next step applies (1 at construction), and reaches 0 at the budget."""
     model = make_model()
-    opt = Pilot(model.parameters(), total_steps=20, cooldown=0.5)
+    opt = Pilot(model.parameters(), total_steps=20, cooldown=0.5, warmup=0.0)
     factors = [opt.factor]
     for t in range(20):
         drive(opt, model, t, t + 1)
@@ -841,7 +841,7 @@ def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_
         assert parameter.default is not inspect.Parameter.empty, name
     defaults = {name: signature.parameters[name].default for name in HYPERPARAMETERS}
     assert defaults["total_steps"] is None and defaults["lr"] == 1e-6 and defaults["cooldown"] == 0.2
-    assert defaults["warmup"] == 0.05
+    assert defaults["warmup"] == 0.1
     text = pydoc.render_doc(Pilot, renderer=pydoc.plaintext)
     for name in HYPERPARAMETERS:
         assert re.search(rf"\b{name}: [^=]*= {re.escape(repr(defaults[name]))}[,)]", text), name

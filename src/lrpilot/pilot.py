@@ -23,7 +23,7 @@ behind every default):
 2. **The schedule** ``f_k``:
 
    * ``total_steps`` given: warmup-stable-decay -- ``f`` linear from ``1/W`` to 1 over the first ``warmup``
-     fraction (0.05, ``W`` steps), 1 until the last ``cooldown`` fraction of the budget (default 0.2), then linear
+     fraction (0.1, ``W`` steps), 1 until the last ``cooldown`` fraction of the budget (default 0.2), then linear
      to 0 at ``total_steps`` (Hägele et al., "Scaling Laws and Compute-Optimal Training
      Beyond Fixed Training Durations", NeurIPS 2024, section 3: a 20% linear cooldown matches cosine; Ren, Ma &
      Ying: keep the large LR long and decay late). ``s`` is weighted without ``f`` (Prodigy's ``safeguard_warmup``).
@@ -176,7 +176,7 @@ class Pilot(Optimizer):
 
     def __init__(self, params: Iterable[Any], *, total_steps: int | None = None, lr: float = 1e-6,
                  weight_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999),
-                 beta3: float | None = None, eps: float = 1e-8, warmup: float = 0.05, cooldown: float = 0.2,
+                 beta3: float | None = None, eps: float = 1e-8, warmup: float = 0.1, cooldown: float = 0.2,
                  drop_factor: float = 0.3, hold: float = 4.0, window: int = 10, threshold: float = 1.28,
                  alignment_every: int = ALIGNMENT_EVERY, bias_correction: bool = False,
                  foreach: bool | None = None) -> None:
