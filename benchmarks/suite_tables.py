@@ -135,7 +135,7 @@ def render(table: Table, data: Mapping[str, Any]) -> str:
                 continue
             cells.append(_bold(_final(per_task[task][method]), table.bold_best and s["gaps"][task] == 0.0))
         full = s["coverage"] == s["tasks"]
-        mean = _gap(s["mean_gap"]) + ("" if full else f" ({s['coverage']} tasks)")
+        mean = _gap(s["mean_gap"]) + ("" if full else f" ({s['coverage']} task{'s' * (s['coverage'] != 1)})")
         cells.append(_bold(mean, table.bold_best and full and s["mean_gap"] == lowest_mean))
         cells.append(_bold(_gap(s["worst_gap"]), table.bold_best and full and s["worst_gap"] == lowest_worst))
         lines.append("| " + " | ".join(cells) + " |")
