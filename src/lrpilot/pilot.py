@@ -153,7 +153,8 @@ class Pilot(Optimizer):
         beta3: decay of the estimate's sums; ``None``: ``sqrt(beta2)`` (Prodigy's default).
         eps: Adam's epsilon (scaled by ``d`` as in Prodigy).
         warmup: the fraction of ``total_steps`` over which the LR rises linearly to its estimate (with a budget;
-            0: none). The estimate's denominator ignores it (Prodigy's ``safeguard_warmup``).
+            0: none). The estimate's denominator ignores it (Prodigy's ``safeguard_warmup``). 0.1: with 0.05 one
+            seed of three stalled on the character GPT; 0.1 costs the noisy-label tasks 2-3 points (docs/pilot.md).
         cooldown: the fraction of ``total_steps`` over which the LR decays linearly to 0.
         drop_factor: anytime mode's LR factor per drop.
         hold: anytime mode's hold: a drop waits until the step count is ``hold`` times the step of the last drop
@@ -167,9 +168,9 @@ class Pilot(Optimizer):
             the drops with 1 and 4). 1: every step.
         bias_correction: Adam's bias correction of the moments, as prodigyopt's ``use_bias_correction``: the step
             is multiplied by ``sqrt(1 - beta2^t) / (1 - beta1^t)``, so the first steps are Adam's size instead of
-            up to 6x larger. Off by default, as in Prodigy: on the character GPT it removed a seed's stalled
-            estimate (validation loss 2.372 -> 2.030; the three seeds 2.029-2.038), but cost 4.0 points on the
-            noisy CNN and 2.2 on noisy digits (docs/pilot.md).
+            up to 6x larger. Off by default, as in Prodigy: with the earlier 5% warmup it removed a stalled seed
+            of the character GPT (validation loss 2.372 -> 2.030), as the 10% warmup now does, but cost 4.0 points
+            on the noisy CNN and 2.2 on noisy digits (docs/pilot.md).
         foreach: use the ``torch._foreach_*`` path (``None``: where torch has the kernels, and on CPU, where it
             measured faster than the per-tensor loop).
     """
