@@ -3,16 +3,15 @@ as the runner wrote them, declare their origin, never replace a file that exists
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _scripts import loaded_script
 from lrpilot.bench.methods import METHODS
 from lrpilot.bench.report import write_report
 from lrpilot.bench.runner import Job, load_results, result_path
@@ -23,15 +22,8 @@ TASK = "digits-mlp"
 
 @pytest.fixture(scope="module")
 def restore_runs() -> Iterator[Any]:
-    spec = importlib.util.spec_from_file_location("restore_runs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script(SCRIPT) as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _run(method: str, final: float, *, diverge_at: int | None = None, epochs: int = 3) -> dict[str, Any]:

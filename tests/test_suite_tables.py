@@ -4,7 +4,6 @@ one home, a rewrite touches only the lines between the markers, and ``--check`` 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,21 +14,16 @@ from typing import Any
 
 import pytest
 
+from _scripts import loaded_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "suite_tables.py"
 
 
 @pytest.fixture(scope="module")
 def suite_tables() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("suite_tables", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script(SCRIPT) as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")
