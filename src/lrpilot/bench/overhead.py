@@ -75,17 +75,17 @@ def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int =
     (``train_ratio``: forward, backward and step timed together, the per-epoch work amortised likewise)."""
     dev = torch.device(device)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
-    total = max(steps, 2 * (steps_per_epoch or (TASKS[task_name].steps_per_epoch() if model is None else 50))) + 5
-    if model is None or batch is None:
-        task = TASKS[task_name]
+    task = TASKS[task_name] if model is None or batch is None else None
+    spe = steps_per_epoch or (task.steps_per_epoch() if task is not None else 50)
+    total = max(steps, 2 * spe) + 5  # 5 warm-up steps, not timed
+    if task is not None:
         torch.manual_seed(0)
         model = task.model()
-        steps_per_epoch = steps_per_epoch or task.steps_per_epoch()
         loss_fn = task.loss
         batches = _training_batches(task, total, dev)
     else:
+        assert model is not None and batch is not None
         batches = [(batch[0].to(dev), batch[1].to(dev))] * total
-    spe = steps_per_epoch or 50
     model = model.to(dev)
     models = {name: copy.deepcopy(model) for name in (method, reference)}
     built = {}
