@@ -28,7 +28,7 @@ from torch import nn
 from .loop import one_thread, sync_device, write_json
 from .loop import timed_step as loop_timed_step
 from .methods import Built, get_method
-from .tasks import TASKS
+from .tasks import TASKS, Batch, Task
 
 __all__ = ["BLOCK", "block_median", "measure_overheads", "overhead_path", "step_time_ratio", "timed_step"]
 
@@ -119,13 +119,13 @@ def step_time_ratio(task_name: str, method: str, reference: str, *, steps: int =
             "train_reference_seconds": per_train[reference]}
 
 
-def _training_batches(task: Any, count: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _training_batches(task: Task, count: int, device: torch.device) -> list[Batch]:
     """The first ``count`` training batches of ``task`` in the training loop's order for seed 0, epoch after epoch:
     what a run steps on. (Stepping one batch over and over lets a model memorise it; on the CPU the memorised
     model's subnormal activations then slowed its own forward and backward pass: for Pilot's anytime mode on the
     MNIST-1D CNN 1.98 ms against AdamW's 1.78 ms, a cost of the protocol that no run on real batches showed.)"""
     generator = torch.Generator().manual_seed(0)
-    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    out: list[Batch] = []
     while len(out) < count:
         out.extend(task.epoch_batches(generator, device))
     return out[:count]

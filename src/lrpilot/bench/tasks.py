@@ -104,10 +104,6 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """``(test loss, test metric)`` of ``model`` in eval mode (left in train mode afterwards)."""
 
-    @abstractmethod
-    def example_batch(self) -> Batch:
-        """One training batch (CPU), for step-time measurements."""
-
     def check_available(self) -> None:
         """Raise (``FileNotFoundError``, ``ImportError``) naming what is missing if the task cannot load its data;
         tasks whose data is generated or shipped have nothing to check."""
@@ -170,10 +166,6 @@ class ClassificationTask(Task):
         _, _, x, y = _to_device(self.data, str(device))
         return evaluate_classifier(model, x, y)
 
-    def example_batch(self) -> Batch:
-        x, y, _, _ = self.data()
-        return x[: self.batch_size], y[: self.batch_size]
-
 
 @dataclass(frozen=True, eq=False)
 class LanguageModelTask(Task):
@@ -221,10 +213,6 @@ class LanguageModelTask(Task):
         model.train()
         loss = total / count
         return loss, loss
-
-    def example_batch(self) -> Batch:
-        train = self.text()[0]
-        return self._windows(train, torch.arange(self.batch_size) * self.block)
 
 
 @lru_cache(maxsize=4)
