@@ -262,3 +262,15 @@ def test_the_noisy_tasks_flip_training_labels_only() -> None:
         assert torch.equal(x, cx) and torch.equal(xt, cxt) and torch.equal(yt, cyt)
         assert abs((y != cy).float().mean().item() - fraction) < 0.04
     assert TASKS["mnist1d-cnn-noisy"].data is mnist1d_noisy_data and TASKS["digits-mlp-noisy"].data is digits_noisy_data
+
+
+def test_digits_standardisation_gives_a_constant_training_pixel_scale_one() -> None:
+    """digits_data: each pixel is centred and scaled by its training-split spread, and a pixel constant over the
+    training split (0 in every training image) is given scale 1, so no test input explodes (dividing by a zero
+    spread plus 1e-6 made two test images' inputs near 1e6)."""
+    x, _, x_test, _ = digits_data()
+    constant = x.std(0) == 0
+    assert int(constant.sum()) > 0 and torch.equal(x[:, constant], torch.zeros_like(x[:, constant]))
+    assert torch.allclose(x[:, ~constant].mean(0), torch.zeros(int((~constant).sum())), atol=1e-5)
+    assert torch.allclose(x[:, ~constant].std(0, unbiased=False), torch.ones(int((~constant).sum())), atol=1e-4)
+    assert float(x_test.abs().max()) < 100  # the raw pixels are 0..16; the smallest nonzero spread is 0.026
