@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from lrpilot.bench.datasets import Data
-from lrpilot.bench.loop import one_thread, train, write_json
+from lrpilot.bench.loop import one_thread, write_json
 from lrpilot.bench.methods import get_method
+from lrpilot.bench.runner import Job, run_job
 from lrpilot.bench.tasks import TASKS, ClassificationTask
 
 METHODS = ("pilot", "pilot-anytime", "active-adamw", "prodigy", "dog", "adamw-cosine")
@@ -70,12 +71,10 @@ def perturbed_task(name: str, perturbation: int, scale: float) -> Classification
 def final_metric(args: tuple[str, str, int, int, float, int]) -> float:
     """The final test metric of one run: (task, method, perturbation, seed, scale, epochs)."""
     name, method, perturbation, seed, scale, epochs = args
-    task = perturbed_task(name, perturbation, scale)
-    build = get_method(method)
-    spe = task.steps_per_epoch()
+    job = Job(name, method, get_method(method).default_lr, seed, epochs)
     with one_thread():
-        run = train(task, lambda model: build.build(model, build.default_lr, spe, epochs), epochs, seed)
-    return float(run.result["records"][-1]["test_metric"])
+        result = run_job(job, task=perturbed_task(name, perturbation, scale))
+    return float(result["records"][-1]["test_metric"])
 
 
 def summarise(means: dict[str, list[float]]) -> dict[str, dict[str, Any]]:

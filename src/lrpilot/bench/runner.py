@@ -35,7 +35,7 @@ import torch
 
 from .loop import one_thread, train, write_json
 from .methods import METHODS, get_method
-from .tasks import TASKS
+from .tasks import TASKS, Task
 
 __all__ = ["SUITES", "BenchError", "Eta", "Job", "Suite", "cached_sweep_jobs", "load_results", "lr_at", "make_jobs",
            "result_path", "run_job", "run_jobs"]
@@ -148,11 +148,13 @@ def make_jobs(tasks: Sequence[str], methods: Sequence[str], seeds: int, *, epoch
     return jobs
 
 
-def run_job(job: Job, device: str = "cpu") -> dict[str, Any]:
+def run_job(job: Job, device: str = "cpu", task: Task | None = None) -> dict[str, Any]:
     """Train ``job`` with :func:`lrpilot.bench.loop.train` and return its result: the job's fields, then the
     loop's (see the module docstring). A run whose train loss becomes non-finite stops there and is marked
-    ``diverged``. Reproducible on CPU for a given seed."""
-    task = TASKS[job.task]
+    ``diverged``. Reproducible on CPU for a given seed. ``task``: the task to train in place of the registered
+    ``TASKS[job.task]`` (a variant of it, as ``benchmarks/perturbation.py``'s perturbed copies); the run is built
+    as for the registered one."""
+    task = TASKS[job.task] if task is None else task
     method = get_method(job.method)
     spe = task.steps_per_epoch()
     run = train(task, lambda model: method.build(model, job.lr, spe, job.epochs), job.epochs, job.seed,
