@@ -190,6 +190,23 @@ def test_summary_puts_full_coverage_first_and_the_rank_is_the_row_position(two_t
     assert [summary["summary"][m]["rank"] for m in summary["order"]] == [1, 2, 3, 4, 5]
 
 
+def test_a_method_run_on_fewer_tasks_is_compared_with_the_first_row_on_its_own_tasks(two_tasks, tmp_path: Path
+                                                                                      ) -> None:
+    """Its mean and worst gap are over other tasks than the first row's, so the summary and the verdict also give
+    the first row's gaps over the tasks that method ran (texp ran on ta only: 0.0 there, cosine 9.0)."""
+    report = write_report(_results(), tmp_path, figures=False).read_text()
+    said = "`texp` (ta): mean gap 0.0, worst 0.0; `cosine` there: mean 9.0, worst 9.0"
+    assert f"**On the same tasks.** A method run on fewer tasks, against the first row (`cosine`) over the tasks " \
+           f"it ran: {said}." in report
+    verdict = report.splitlines()[2].rstrip()
+    assert verdict.endswith(f"against the methods run on fewer tasks, over their tasks: {said}.")
+    summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
+    assert summary["texp"]["first_row_on_its_tasks"] == {"method": "cosine", "tasks": ["ta"],
+                                                         "mean_gap": pytest.approx(9.0),
+                                                         "worst_gap": pytest.approx(9.0)}
+    assert not any("first_row_on_its_tasks" in summary[m] for m in ("cosine", "adamw", "autodrop-sgd", "prodigy"))
+
+
 def test_the_robustness_column_comes_from_cached_sweep_runs(two_tasks, tmp_path: Path) -> None:
     """Filled where the results hold the method's complete sweep (adamw on ta: worst 30.0, at x10), '-' where
     they do not, 'LR-free' for a method that takes no LR; the report says where the values come from."""

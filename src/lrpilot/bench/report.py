@@ -344,7 +344,9 @@ def summarize(stats: Mapping[str, Mapping[str, Mapping[str, Any]]], views: Mappi
     coverage (more tasks first), then mean gap over the tasks they ran. A mean over fewer tasks is not comparable
     with a mean over all of them, so a method with less coverage is never placed above one with full coverage.
     ``rank`` is the row position (1 = first row); ``mean_task_rank`` the mean of the per-task ranks (summary.json
-    only: it can disagree with the order, which is by gap)."""
+    only: it can disagree with the order, which is by gap). A method run on fewer tasks also gets
+    ``first_row_on_its_tasks``: the first row's mean and worst gap over the tasks that method ran, the like-for-like
+    comparison its own mean and worst gap cannot give."""
     gaps: dict[str, dict[str, float]] = defaultdict(dict)
     task_ranks: dict[str, list[int]] = defaultdict(list)
     sweep_gaps: dict[str, dict[str, float]] = defaultdict(dict)
@@ -383,6 +385,14 @@ def summarize(stats: Mapping[str, Mapping[str, Mapping[str, Any]]], views: Mappi
                       "sweep_worst_gap": max(sweep_gaps[m].values()) if sweep_gaps.get(m) else None,
                       "sweep_tasks": sorted(sweep_gaps.get(m, {})),
                       "needs_budget": METHODS[m].needs_budget if m in METHODS else None, "lrpilot": _is_ours(m)}
+    first = order[0] if order else None
+    for m in order:  # a method run on fewer tasks, against the first row over the same tasks
+        ran = summary[m]["gaps"]
+        if first is None or m == first or len(ran) == n_tasks or not set(ran) <= set(gaps[first]):
+            continue
+        theirs = [gaps[first][t] for t in ran]
+        summary[m]["first_row_on_its_tasks"] = {"method": first, "tasks": sorted(ran),
+                                                "mean_gap": statistics.fmean(theirs), "worst_gap": max(theirs)}
     return order, summary
 
 
@@ -426,7 +436,18 @@ def _summary_table(order: Sequence[str], summary: Mapping[str, Mapping[str, Any]
         coverage = f"{s['coverage']}/{s['tasks']}"
         lines.append(f"| {s['rank']} | {bold}{m}{bold} | " + " | ".join(row) + f" | {_gap(s['mean_gap'])} | "
                      f"{_gap(s['worst_gap'])} | {coverage} | {wtl} | {sweep} |")
+    same = [_on_its_tasks(m, summary[m]) for m in order if "first_row_on_its_tasks" in summary[m]]
+    if same:
+        lines.append(f"\n**On the same tasks.** A method run on fewer tasks, against the first row (`{order[0]}`) "
+                     "over the tasks it ran: " + "; ".join(same) + ".")
     return lines
+
+
+def _on_its_tasks(m: str, s: Mapping[str, Any]) -> str:
+    """``m``'s mean / worst gap over its tasks and the first row's over the same ones (:func:`summarize`)."""
+    first = s["first_row_on_its_tasks"]
+    return (f"`{m}` ({_join(first['tasks'])}): mean gap {_gap(s['mean_gap'])}, worst {_gap(s['worst_gap'])}; "
+            f"`{first['method']}` there: mean {_gap(first['mean_gap'])}, worst {_gap(first['worst_gap'])}")
 
 
 def _describe(m: str, s: Mapping[str, Any]) -> str:
@@ -453,6 +474,10 @@ def verdict_lines(order: Sequence[str], summary: Mapping[str, Mapping[str, Any]]
         return ["**Best method overall:** no results.", "**Best method that needs no budget:** no results.",
                 "**lrpilot's methods:** no results."]
     lines = [f"**Best method overall:** {_describe(order[0], summary[order[0]])}."]
+    fewer = [m for m in order if "first_row_on_its_tasks" in summary[m]]
+    if fewer:  # the methods its mean and worst gap are not comparable with, compared on their own tasks
+        lines[0] = lines[0][:-1] + "; against the methods run on fewer tasks, over their tasks: " + "; ".join(
+            _on_its_tasks(m, summary[m]) for m in fewer) + "."
     free = [m for m in order if summary[m]["needs_budget"] is False]
     if free:
         same = "the same, " if free[0] == order[0] else ""
@@ -511,9 +536,10 @@ _HOW_TO_READ = """
   + its scheduler (per-epoch steps amortised) relative to the plain optimizer the method builds on (SGD or AdamW),
   both stepped alternately on the task's model in one process, medians over at least 60 steps (≈: from the
   training runs, parallel processes on a shared CPU, rough). lrpilot's methods in bold.
-- **Verdict**: derived from these tables: the summary's first row; its first row among the methods that are not
-  told the training length (methods told it: {budget}); and the outcomes of lrpilot's methods ({ours}) in the
-  *vs best baseline* columns."""
+- **Verdict**: derived from these tables: the summary's first row (and, for each method run on fewer tasks, whose
+  mean and worst gap are over other tasks, both its gaps and the first row's over the tasks it ran); its first row
+  among the methods that are not told the training length (methods told it: {budget}); and the outcomes of
+  lrpilot's methods ({ours}) in the *vs best baseline* columns."""
 
 
 def _sweep(results: Sequence[Result], stats: Mapping[str, Mapping[str, Mapping[str, Any]]]
