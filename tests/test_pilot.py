@@ -235,6 +235,41 @@ def test_float_scalars_on_cpu_and_tensor_scalars_elsewhere_give_the_same_run(mon
     assert [(e.step, e.kind) for e in floats.events] == [(e.step, e.kind) for e in tensors.events]
 
 
+@pytest.mark.parametrize("total_steps", [50, None], ids=["budget", "anytime"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_the_foreach_path_with_0_dim_tensor_operands_on_cpu_is_bitwise_the_run_with_float_operands(
+        monkeypatch: pytest.MonkeyPatch, dtype, total_steps) -> None:
+    """On CPU the foreach step passes its multiply and divide scalars (the betas, the decay factor, the step size)
+    as cached 0-dim tensors of the parameters' dtype, which torch's CPU foreach kernels take ~3x faster than a
+    Python float (``_scalar_operand``). The scalar is rounded to the dtype either way, so the 50-step run is
+    bitwise the one with float operands: parameters, every state tensor, d and the decisions."""
+    lrpilot.pilot._cpu_scalar.cache_clear()
+    tensors, tensor_params = two_group_run(True, dtype, total_steps)
+    assert lrpilot.pilot._cpu_scalar.cache_info().currsize > 0  # the tensor operands were used
+    monkeypatch.setattr(lrpilot.pilot, "_scalar_operand", lambda value, like: value)
+    floats, float_params = two_group_run(True, dtype, total_steps)
+    for a, b in zip(tensor_params, float_params):
+        assert torch.equal(a, b)
+        for key in tensors.state[a]:
+            assert torch.equal(tensors.state[a][key], floats.state[b][key]), key
+    assert tensors.d == floats.d and tensors.d > 1e-4 and tensors.factor == floats.factor
+    assert [(e.step, e.kind) for e in tensors.events] == [(e.step, e.kind) for e in floats.events]
+
+
+def test_scalar_operands_are_tensors_only_for_float32_and_float64_cpu_tensors() -> None:
+    """float16/bfloat16 kernels compute with a float32 scalar, so a scalar of their own dtype would round it more:
+    they keep the float; so does a scalar that is a tensor already. A float32 operand is the float rounded once."""
+    operand = lrpilot.pilot._scalar_operand
+    for dtype in (torch.float32, torch.float64):
+        t = operand(0.9, torch.zeros(2, dtype=dtype))
+        assert isinstance(t, torch.Tensor) and t.dim() == 0 and t.dtype == dtype
+        assert t.item() == torch.tensor([0.9], dtype=dtype).item()
+    for dtype in (torch.float16, torch.bfloat16):
+        assert operand(0.9, torch.zeros(2, dtype=dtype)) == 0.9
+    already = torch.tensor(0.5, dtype=torch.float64)
+    assert operand(already, torch.zeros(2)) is already
+
+
 def test_a_float_scalar_beyond_the_dtypes_range_is_cast_to_inf_as_the_tensor_form_is_not_an_error():
     """The float form of the scalars (CPU) casts like the tensor form: a value beyond float32's range becomes +-inf
     (a foreach kernel would refuse the Python float), one in range and NaN pass unchanged; so a step whose s-weight
