@@ -850,12 +850,47 @@ def test_a_bad_argument_is_refused_naming_it(kwargs, name):
         Pilot([torch.nn.Parameter(torch.zeros(2))], **kwargs)
 
 
-def test_a_param_group_with_a_negative_lr_is_refused_naming_lr():
-    with pytest.raises(ValueError, match="lr"):
-        Pilot([{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": -1.0}])
-    opt = Pilot([torch.nn.Parameter(torch.zeros(2))])
-    with pytest.raises(ValueError, match="lr"):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "lr": -1.0})
+BAD_GROUPS = [
+    ({"lr": -1.0}, "lr"), ({"lr": None}, "lr"), ({"weight_decay": -0.1}, "weight_decay"),
+    ({"weight_decay": float("nan")}, "weight_decay"), ({"weight_decay": "0.1"}, "weight_decay"),
+    ({"betas": (1.2, 0.9)}, "betas"), ({"betas": None}, "betas"), ({"betas": (0.9, float("inf"))}, "betas"),
+    ({"eps": -1.0}, "eps"), ({"eps": None}, "eps"), ({"foreach": "yes"}, "foreach"),
+]
+
+
+@pytest.mark.parametrize(("bad", "name"), BAD_GROUPS, ids=[f"{next(iter(b))}={next(iter(b.values()))!r}"
+                                                           for b, _ in BAD_GROUPS])
+def test_a_param_group_with_a_bad_hyperparameter_is_refused_naming_it_and_the_optimizer_is_unchanged(bad, name):
+    """A group's own ``lr``/``weight_decay``/``betas``/``eps``/``foreach`` is checked as the constructor's arguments
+    are: refused at construction, and refused by ``add_param_group`` before the group joins (a NaN weight decay
+    would otherwise make every parameter of the group NaN at the first step; a negative one grows them)."""
+    with pytest.raises((ValueError, TypeError), match=name):
+        Pilot([{"params": [torch.nn.Parameter(torch.zeros(2))], **bad}])
+    model = make_model()
+    opt = Pilot(model.parameters(), total_steps=20)
+    drive(opt, model, 0, 3)
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises((ValueError, TypeError), match=name):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], **bad})
+    assert len(opt.param_groups) == 1
+    assert_same_state(opt.state_dict(), before)
+    drive(opt, model, 3, 5)  # and it still steps
+
+
+@pytest.mark.parametrize("total_steps", [20, None])
+def test_a_param_group_weight_decay_none_is_the_modes_default_as_for_the_constructor(total_steps):
+    """``{"params": ..., "weight_decay": None}`` (e.g. a group list built for another optimizer's default) gets
+    Pilot's default for the mode, 0.1 with a budget and 0 without, at construction and in ``add_param_group``;
+    an explicit 0 is kept (the usual no-decay group of biases and norms)."""
+    expected = 0.1 if total_steps else 0.0
+    a, b, c = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    opt = Pilot([{"params": [a], "weight_decay": None}, {"params": [b], "weight_decay": 0.0}],
+                total_steps=total_steps)
+    opt.add_param_group({"params": [c], "weight_decay": None})
+    assert [g["weight_decay"] for g in opt.param_groups] == [expected, 0.0, expected]
+    for p in (a, b, c):
+        p.grad = torch.ones(2)
+    opt.step()
 
 
 HYPERPARAMETERS = ["total_steps", "lr", "weight_decay", "betas", "beta3", "eps", "warmup", "cooldown", "drop_factor",

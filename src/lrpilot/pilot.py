@@ -192,10 +192,7 @@ class Pilot(Optimizer):
         if weight_decay is None:
             weight_decay = BUDGET_WEIGHT_DECAY if total_steps is not None else 0.0
         check_number("weight_decay", weight_decay, low=0)
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        for name, beta in zip(("betas[0]", "betas[1]"), betas):
-            check_number(name, beta, low=0, high=1, high_open=True)
+        _check_betas("betas", betas)
         if beta3 is not None:
             check_number("beta3", beta3, low=0, high=1, high_open=True)
         check_number("eps", eps, low=0)
@@ -210,9 +207,7 @@ class Pilot(Optimizer):
             raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
         defaults = {"lr": 1.0, "weight_decay": float(weight_decay), "betas": (float(betas[0]), float(betas[1])),
                     "eps": float(eps), "foreach": foreach}
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._init_multiplier(group)
+        super().__init__(params, defaults)  # each group through add_param_group: checked before it joins
         self.total_steps = None if total_steps is None else int(total_steps)
         self.d0 = float(lr)
         self.beta3 = math.sqrt(float(betas[1])) if beta3 is None else float(beta3)
@@ -249,17 +244,22 @@ class Pilot(Optimizer):
         if self.total_steps is not None:
             self._apply_schedule()
 
-    def _init_multiplier(self, group: dict[str, Any]) -> None:
-        check_number("param group lr (a multiplier of Pilot's LR)", group["lr"], low=0)
-        group.setdefault("lr_multiplier", float(group["lr"]))
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """torch's ``add_param_group``; the group's ``lr`` (default 1.0) is its multiplier of Pilot's LR."""
+        """torch's ``add_param_group`` (also what the constructor calls for each group), after checking the
+        group's own hyperparameters: a bad ``lr``, ``weight_decay``, ``betas``, ``eps`` or ``foreach`` is refused
+        naming it, before the group joins, so the optimizer is left as it was. The group's ``lr`` (default 1.0) is
+        its multiplier of Pilot's LR; its ``weight_decay=None`` is the constructor's default for the mode (0.1 with
+        a budget, 0 without), as for the constructor's argument."""
+        if isinstance(param_group, dict):  # torch raises its own TypeError for anything else
+            if "weight_decay" in param_group and param_group["weight_decay"] is None:
+                param_group["weight_decay"] = self.defaults["weight_decay"]
+            _check_group(param_group)
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group.setdefault("lr_multiplier", float(group["lr"]))
         if hasattr(self, "_lr_seen"):  # after __init__
-            self._sharded = self._sharded or _is_sharded(self.param_groups[-1]["params"])
-            self._init_multiplier(self.param_groups[-1])
-            self._lr_seen.append(self.param_groups[-1]["lr"])
+            self._sharded = self._sharded or _is_sharded(group["params"])
+            self._lr_seen.append(group["lr"])
 
     # --------------------------------------------------------------------------------------------- reading
     def _device(self) -> torch.device:
@@ -591,6 +591,28 @@ class Pilot(Optimizer):
 # accumulating across tensors in float64. ``_single_tensor_pilot`` is the reference the tests compare
 # ``_multi_tensor_pilot`` to.
 Scalar = Tensor | float
+
+
+def _check_betas(name: str, betas: Any) -> None:
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        check_number(f"{name}[{i}]", beta, low=0, high=1, high_open=True)
+
+
+def _check_group(group: dict[str, Any]) -> None:
+    """Refuse a param group's bad hyperparameter naming it (the keys it sets; the others come from the checked
+    constructor arguments)."""
+    if "lr" in group:
+        check_number("param group lr (a multiplier of Pilot's LR)", group["lr"], low=0)
+    if "weight_decay" in group:
+        check_number("param group weight_decay", group["weight_decay"], low=0)
+    if "betas" in group:
+        _check_betas("param group betas", group["betas"])
+    if "eps" in group:
+        check_number("param group eps", group["eps"], low=0)
+    if group.get("foreach") not in (None, True, False):
+        raise ValueError(f"param group foreach must be True, False or None, got {group['foreach']!r}")
 
 
 def _cast(value: Scalar, dtype: torch.dtype) -> Scalar:
