@@ -22,11 +22,15 @@ from ``1e-6`` by four decades in the first tens of steps):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from _scripts import loaded_script
 from lrpilot import Pilot
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prodigy_eps.py"
 
 
 @pytest.fixture(autouse=True)
@@ -143,3 +147,34 @@ def test_pilot_is_the_authors_prodigyopt_up_to_where_its_schedule_takes_over(tot
         assert pilot.d == pytest.approx(float(authors.param_groups[0]["d"]), rel=1e-12, abs=0), k
         assert max_difference(pilot_model, authors_model) < 1e-10, k
     assert pilot.drops == 0 and pilot.d > 1e3 * 1e-6  # the estimate grew; no drop ended the comparison early
+
+
+@pytest.mark.parametrize("total_steps", [100, None])
+def test_with_the_papers_d_k_eps_the_authors_prodigyopt_is_pilot_at_the_default_eps(total_steps):
+    """The one difference is the one named: ``prodigyopt.Prodigy`` with its denominator's ``d_{k+1} eps`` changed to
+    the paper's ``d_k eps`` (``benchmarks/prodigy_eps.py``'s :func:`paper_eps_prodigy`, the form that script
+    measures against the authors') takes Pilot's run to float64 rounding at the default ``eps=1e-8``, over the
+    same steps as above; the unchanged prodigyopt does not."""
+    pytest.importorskip("prodigyopt")
+    with loaded_script(SCRIPT) as script:
+        paper_prodigy = script.paper_eps_prodigy()
+    import prodigyopt
+
+    steps = 80 if total_steps else 150
+    differences = {}
+    for name, cls in (("paper", paper_prodigy), ("authors", prodigyopt.Prodigy)):
+        pilot_model, other_model = make_mlp(), make_mlp()
+        pilot = Pilot(pilot_model.parameters(), total_steps=total_steps)
+        other = cls(other_model.parameters(), lr=1.0, weight_decay=pilot.param_groups[0]["weight_decay"],
+                    safeguard_warmup=total_steps is not None)
+        worst = 0.0
+        for batch in batches(steps):
+            other.param_groups[0]["lr"] = pilot.factor
+            backward(pilot_model, batch)
+            backward(other_model, batch)
+            pilot.step()
+            other.step()
+            worst = max(worst, abs(pilot.d / float(other.param_groups[0]["d"]) - 1))
+        differences[name] = (worst, max_difference(pilot_model, other_model))
+    assert differences["paper"][0] < 1e-12 and differences["paper"][1] < 1e-10, differences
+    assert differences["authors"][0] > 1e-7, differences  # d_{k+1} eps is a measurable difference here

@@ -23,7 +23,8 @@ behind every default):
    1.1.2 and its ``prodigy_reference.py``) adds ``d_{k+1} eps``, the estimate already updated in the same step.
    That is the one difference: with an ``eps`` below float64 rounding the two take the same run, and at the default
    ``1e-8`` their estimates differ by a relative 3e-5 after 150 steps of a small MLP
-   (``tests/test_pilot_reference.py``).
+   (``tests/test_pilot_reference.py``). Neither weight wins on our tasks (``benchmarks/prodigy_eps.py``: -0.6 to
+   +1.8 points over five tasks); Pilot keeps the paper's.
 
 2. **The schedule** ``f_k``:
 
