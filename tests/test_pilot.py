@@ -664,6 +664,41 @@ def test_a_non_finite_gradient_skips_the_step_changing_nothing_and_training_cont
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("total_steps", [None, 60], ids=["anytime", "budget"])
+def test_under_a_grad_scaler_pilot_takes_the_unscaled_run_and_an_overflowing_step_leaves_it_unchanged(total_steps):
+    """The AMP loop of torch's docs, ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update()``: with a
+    power-of-2 scale that does not overflow, the scaler hands Pilot the exact gradients, so the run is bitwise the
+    one without a scaler. A step whose scaled gradients hold an inf is skipped by the scaler (Pilot is not called:
+    no step counted, no event, nothing changed), the scale is halved, and the run goes on."""
+    scaled_model, plain_model = make_model(), make_model()
+    scaled, plain = Pilot(scaled_model.parameters(), total_steps=total_steps), Pilot(plain_model.parameters(),
+                                                                                      total_steps=total_steps)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    for t in range(60):
+        for model, opt in ((scaled_model, scaled), (plain_model, plain)):
+            opt.zero_grad()
+            loss = noisy_loss(model, t)
+            if opt is plain:
+                loss.backward()
+                opt.step()
+                continue
+            scaler.scale(loss).backward()
+            if t == 30:  # an overflow in the scaled backward pass
+                next(model.parameters()).grad[0, 0] = float("inf")
+                before, params_before = copy.deepcopy(opt.state_dict()), params_of(model)
+                events_before = len(opt.events)
+            scaler.step(opt)
+            scaler.update()
+            if t == 30:
+                assert_same_state(opt.state_dict(), before)
+                assert_bitwise(params_of(model), params_before)
+                assert len(opt.events) == events_before and scaler.get_scale() == 2.0 ** 11
+        if t == 29:
+            assert_bitwise(params_of(scaled_model), params_of(plain_model))
+            assert scaled.d == plain.d and scaled.steps == plain.steps == 30
+    assert scaled.steps == 59 and plain.steps == 60
+
+
 # ------------------------------------------------------------------------------------------------ LR schedulers
 SCHEDULERS = {
     "LinearLR": lambda opt: torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=20),
