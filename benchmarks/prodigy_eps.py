@@ -69,7 +69,9 @@ def build(form: str):
 def final_metric(args: tuple[str, str, int, int]) -> float:
     """The final test accuracy of one run: (task, form, perturbation, seed), the task's full budget."""
     name, form, perturbation, seed = args
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # once per worker process
+        sys.path.insert(0, here)
     from perturbation import perturbed_task  # the sibling script's perturbed copies
 
     task = perturbed_task(name, perturbation, 1e-6)
