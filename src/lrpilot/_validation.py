@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_number"]
+from torch import Tensor
+
+__all__ = ["check_betas", "check_number"]
 
 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -24,3 +26,13 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
     if high is not None and (value >= high if high_open else value > high):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
+def check_betas(betas: Any, name: str = "betas") -> None:
+    """Adam's ``(beta1, beta2)``: a pair of floats, each in ``[0, 1)`` (``ValueError`` naming ``name[i]``)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{name} must be a pair of floats, got {betas!r}")
+    for i, beta in enumerate(betas):
+        if isinstance(beta, Tensor):
+            raise ValueError(f"{name}[{i}] must be a float (Tensor betas are not supported), got {beta!r}")
+        check_number(f"{name}[{i}]", beta, low=0.0, high=1.0, high_open=True)

@@ -71,7 +71,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._torch_compat import foreach_by_default, group_tensors_by_device_and_dtype, is_compiling
-from ._validation import check_number
+from ._validation import check_betas, check_number
 from .saturation import StalledDescentTest
 from .telemetry import EffectiveLR
 
@@ -193,7 +193,7 @@ class Pilot(Optimizer):
         if weight_decay is None:
             weight_decay = BUDGET_WEIGHT_DECAY if total_steps is not None else 0.0
         check_number("weight_decay", weight_decay, low=0)
-        _check_betas("betas", betas)
+        check_betas(betas)
         if beta3 is not None:
             check_number("beta3", beta3, low=0, high=1, high_open=True)
         check_number("eps", eps, low=0)
@@ -594,13 +594,6 @@ class Pilot(Optimizer):
 Scalar = Tensor | float
 
 
-def _check_betas(name: str, betas: Any) -> None:
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
-    for i, beta in enumerate(betas):
-        check_number(f"{name}[{i}]", beta, low=0, high=1, high_open=True)
-
-
 def _check_group(group: dict[str, Any]) -> None:
     """Refuse a param group's bad hyperparameter naming it (the keys it sets; the others come from the checked
     constructor arguments)."""
@@ -609,7 +602,7 @@ def _check_group(group: dict[str, Any]) -> None:
     if "weight_decay" in group:
         check_number("param group weight_decay", group["weight_decay"], low=0)
     if "betas" in group:
-        _check_betas("param group betas", group["betas"])
+        check_betas(group["betas"], name="param group betas")
     if "eps" in group:
         check_number("param group eps", group["eps"], low=0)
     if group.get("foreach") not in (None, True, False):

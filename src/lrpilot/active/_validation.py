@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .._validation import check_number
+from .._validation import check_betas, check_number
 
 __all__ = [
     "check_active_args",
@@ -40,15 +40,6 @@ def check_lr(lr: Any) -> None:
             raise ValueError(f"lr must be finite and >= 0, got {lr!r}")
         return
     check_number("lr", lr, low=0.0)
-
-
-def check_betas(betas: Any) -> None:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair of floats, got {betas!r}")
-    for i, beta in enumerate(betas):
-        if isinstance(beta, Tensor):
-            raise ValueError(f"betas[{i}] must be a float (Tensor betas are not supported), got {beta!r}")
-        check_number(f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True)
 
 
 def check_unsupported(differentiable: Any, fused: Any) -> None:
