@@ -18,6 +18,7 @@ means.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import statistics
 import sys
@@ -40,10 +41,11 @@ AUTHORS_LINE = "denom = exp_avg_sq.sqrt().add_(d * eps)"
 PAPER_LINE = "denom = exp_avg_sq.sqrt().add_(dlr / (lr * bias_correction) * eps)"
 
 
+@functools.lru_cache(maxsize=1)
 def paper_eps_prodigy() -> type[torch.optim.Optimizer]:
     """``prodigyopt.Prodigy`` with the paper's ``d_k eps`` in its denominator: the installed package's source with
-    that one line changed, executed as a module of its own (``RuntimeError`` if the line is not there, as in a
-    release that changed it)."""
+    that one line changed, executed as a module of its own once per process (``RuntimeError`` if the line is not
+    there, as in a release that changed it)."""
     spec = importlib.util.find_spec("prodigyopt.prodigy")
     if spec is None or spec.origin is None:
         raise RuntimeError("prodigyopt is not installed: pip install -e '.[bench]'")
