@@ -124,28 +124,37 @@ def test_pilot_is_the_papers_prodigy_adam_with_its_own_factor_to_float64_roundin
         assert pilot.factor == 0.0 and any(e.kind == "cooldown" for e in pilot.events)
 
 
+def lockstep_with_prodigy(cls: type[torch.optim.Optimizer], total_steps: int | None,
+                          eps: float = 1e-8) -> tuple[Pilot, float, float]:
+    """Pilot and ``cls`` (prodigyopt's ``Prodigy`` or a variant of it, at its defaults: ``lr`` set to Pilot's factor
+    before each step, ``safeguard_warmup`` and Pilot's weight decay under a budget) on the same batches, over the
+    warmup and the stable phase with a budget of 100 (the cooldown starts at step 80), 150 steps without one. Returns
+    Pilot and, over all steps, the largest relative difference of the two ``d`` and of the parameters."""
+    steps = 80 if total_steps else 150
+    pilot_model, other_model = make_mlp(), make_mlp()
+    pilot = Pilot(pilot_model.parameters(), total_steps=total_steps, eps=eps)
+    other = cls(other_model.parameters(), lr=1.0, eps=eps, weight_decay=pilot.param_groups[0]["weight_decay"],
+                safeguard_warmup=total_steps is not None)
+    worst_d = worst_params = 0.0
+    for batch in batches(steps):
+        other.param_groups[0]["lr"] = pilot.factor
+        backward(pilot_model, batch)
+        backward(other_model, batch)
+        pilot.step()
+        other.step()
+        worst_d = max(worst_d, abs(pilot.d / float(other.param_groups[0]["d"]) - 1))
+        worst_params = max(worst_params, max_difference(pilot_model, other_model))
+    return pilot, worst_d, worst_params
+
+
 @pytest.mark.parametrize("total_steps", [100, None])
 def test_pilot_is_the_authors_prodigyopt_up_to_where_its_schedule_takes_over(total_steps):
-    """``prodigyopt.Prodigy`` at its defaults (``lr`` set to Pilot's factor before each step, ``safeguard_warmup``
-    and weight decay 0.1 under a budget) and Pilot take the same run to float64 rounding, with ``eps`` so small that
-    the one difference between the paper and that code (``d_{k+1} eps`` against ``d_k eps``) is below rounding:
+    """``prodigyopt.Prodigy`` at its defaults and Pilot take the same run to float64 rounding, with ``eps`` so small
+    that the one difference between the paper and that code (``d_{k+1} eps`` against ``d_k eps``) is below rounding:
     over the warmup and the stable phase with a budget, over 150 steps without drops in anytime mode."""
     prodigyopt = pytest.importorskip("prodigyopt")
-    eps = 1e-30
-    pilot_model, authors_model = make_mlp(), make_mlp()
-    pilot = Pilot(pilot_model.parameters(), total_steps=total_steps, eps=eps)
-    authors = prodigyopt.Prodigy(authors_model.parameters(), lr=1.0, eps=eps,
-                                 weight_decay=pilot.param_groups[0]["weight_decay"],
-                                 safeguard_warmup=total_steps is not None)
-    steps = 80 if total_steps else 150  # with a budget of 100 the cooldown starts at step 80
-    for k, batch in enumerate(batches(steps)):
-        authors.param_groups[0]["lr"] = pilot.factor
-        backward(pilot_model, batch)
-        backward(authors_model, batch)
-        pilot.step()
-        authors.step()
-        assert pilot.d == pytest.approx(float(authors.param_groups[0]["d"]), rel=1e-12, abs=0), k
-        assert max_difference(pilot_model, authors_model) < 1e-10, k
+    pilot, worst_d, worst_params = lockstep_with_prodigy(prodigyopt.Prodigy, total_steps, eps=1e-30)
+    assert worst_d < 1e-12 and worst_params < 1e-10, (worst_d, worst_params)
     assert pilot.drops == 0 and pilot.d > 1e3 * 1e-6  # the estimate grew; no drop ended the comparison early
 
 
@@ -155,26 +164,10 @@ def test_with_the_papers_d_k_eps_the_authors_prodigyopt_is_pilot_at_the_default_
     the paper's ``d_k eps`` (``benchmarks/prodigy_eps.py``'s :func:`paper_eps_prodigy`, the form that script
     measures against the authors') takes Pilot's run to float64 rounding at the default ``eps=1e-8``, over the
     same steps as above; the unchanged prodigyopt does not."""
-    pytest.importorskip("prodigyopt")
+    prodigyopt = pytest.importorskip("prodigyopt")
     with loaded_script(SCRIPT) as script:
         paper_prodigy = script.paper_eps_prodigy()
-    import prodigyopt
-
-    steps = 80 if total_steps else 150
-    differences = {}
-    for name, cls in (("paper", paper_prodigy), ("authors", prodigyopt.Prodigy)):
-        pilot_model, other_model = make_mlp(), make_mlp()
-        pilot = Pilot(pilot_model.parameters(), total_steps=total_steps)
-        other = cls(other_model.parameters(), lr=1.0, weight_decay=pilot.param_groups[0]["weight_decay"],
-                    safeguard_warmup=total_steps is not None)
-        worst = 0.0
-        for batch in batches(steps):
-            other.param_groups[0]["lr"] = pilot.factor
-            backward(pilot_model, batch)
-            backward(other_model, batch)
-            pilot.step()
-            other.step()
-            worst = max(worst, abs(pilot.d / float(other.param_groups[0]["d"]) - 1))
-        differences[name] = (worst, max_difference(pilot_model, other_model))
-    assert differences["paper"][0] < 1e-12 and differences["paper"][1] < 1e-10, differences
-    assert differences["authors"][0] > 1e-7, differences  # d_{k+1} eps is a measurable difference here
+    _, paper_d, paper_params = lockstep_with_prodigy(paper_prodigy, total_steps)
+    assert paper_d < 1e-12 and paper_params < 1e-10, (paper_d, paper_params)
+    _, authors_d, _ = lockstep_with_prodigy(prodigyopt.Prodigy, total_steps)
+    assert authors_d > 1e-7, authors_d  # d_{k+1} eps is a measurable difference here
