@@ -564,6 +564,7 @@ def test_anytime_mode_drops_by_drop_factor_after_settling_each_phase_held_hold_t
     metrics = opt.metrics()
     assert metrics["pilot/drops"] == opt.drops and metrics["pilot/factor"] == opt.factor
     assert metrics["pilot/d"] == opt.d and math.isfinite(metrics["pilot/alignment"])
+    assert metrics["pilot/skipped"] == opt.skipped == 0
 
 
 def test_anytime_mode_settles_only_once_the_estimate_has_stopped_growing():
@@ -636,18 +637,18 @@ def poisoned_run(bad_at: int | None, value: float, total_steps: int | None = Non
     return opt, model, snapshots
 
 
-@pytest.mark.parametrize("total_steps", [None, 80], ids=["anytime", "budget"])
+@pytest.mark.parametrize("total_steps", [None, 81], ids=["anytime", "budget"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("bad_at", [0, 43, 61], ids=["first-step", "would-end-a-window", "mid-window"])
-def test_a_non_finite_gradient_skips_the_step_changing_nothing_and_training_continues(bad_at, value, total_steps):
-    """A step whose gradient holds NaN/inf (one element) leaves the parameters and all state unchanged -- every
-    state tensor and the whole controller state in state_dict()['pilot'] except one added 'skip' event -- and the
-    finite steps that follow continue exactly (bitwise) like a run that never saw the bad step; d stays finite and
-    positive. (Window ends at step counts 42, 44 and 60, 63: the bad step at 43 would have ended a window, the one
-    at 61 falls inside one.)"""
+def test_a_non_finite_gradient_skips_the_step_moving_only_the_budget_clock(bad_at, value, total_steps):
+    """A step whose gradient holds NaN/inf (one element) leaves the parameters and every state tensor unchanged,
+    and the controller state in state_dict()['pilot'] too, but for one added 'skip' event and the count of skipped
+    steps (and, with a budget, the schedule factor, which moves on with the clock: see the next test); d stays
+    finite and positive. Without a budget the finite steps that follow continue exactly (bitwise) like a run that
+    never saw the bad step. (Window ends at step counts 42, 44 and 60, 63: the bad step at 43 would have ended a
+    window, the one at 61 falls inside one.)"""
     assert {42, 44, 60, 63} <= window_ends(63) and not {61, 62} & window_ends(63)
     opt, model, snaps = poisoned_run(bad_at, value, total_steps)
-    clean_opt, clean_model, _ = poisoned_run(None, value, total_steps)
     (state_before, params_before), (state_after, params_after) = snaps["before"], snaps["after"]
     assert_bitwise(params_after, params_before)
     pilot_before, pilot_after = dict(state_before.pop("pilot")), dict(state_after.pop("pilot"))
@@ -655,24 +656,93 @@ def test_a_non_finite_gradient_skips_the_step_changing_nothing_and_training_cont
     assert events_after[:len(events_before)] == events_before
     added = events_after[len(events_before):]
     assert [e["kind"] for e in added] == ["skip"] and added[0]["step"] == bad_at
+    assert (pilot_before.pop("skipped"), pilot_after.pop("skipped")) == (0, 1)
+    if total_steps is not None:  # the factor of the next call: the schedule at the clock, one further on
+        factor_before = pilot_before["scalars"].pop("factor")
+        factor_after = pilot_after["scalars"].pop("factor")
+        assert float(factor_before) == opt._schedule_value(bad_at)
+        assert float(factor_after) == opt._schedule_value(bad_at + 1)
     assert_same_state(pilot_after, pilot_before)
     if bad_at > 0:  # at the first step there is no state yet to compare
         assert_same_state(state_after, state_before)
-    assert_bitwise(params_of(model), params_of(clean_model))
-    assert opt.d == clean_opt.d and math.isfinite(opt.d) and opt.d > 0
-    assert [e for e in opt.events if e.kind != "skip"] == clean_opt.events
+    assert math.isfinite(opt.d) and opt.d > 0 and opt.skipped == 1 and opt.steps == 80
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    if total_steps is None:
+        clean_opt, clean_model, _ = poisoned_run(None, value, total_steps)
+        assert_bitwise(params_of(model), params_of(clean_model))
+        assert opt.d == clean_opt.d
+        assert [e for e in opt.events if e.kind != "skip"] == clean_opt.events
 
 
+@pytest.mark.parametrize("skip_at", [[0, 3], [30], [55, 58], [59]], ids=["warmup", "stable", "cooldown", "last"])
+def test_with_a_budget_a_skipped_step_still_counts_so_the_cooldown_ends_at_zero_on_the_last_step(skip_at):
+    """The budget counts the loop's steps, skipped ones included: over total_steps=60 calls of which some are
+    skipped (non-finite gradient), each call applies the factor of its position in the budget -- the same
+    factors, call for call, as a run without skips, and the estimate freezes at the same call -- the cooldown
+    event falls where it would, the factor is 0
+    after the 60th call, and no past-budget warning fires. The skipped calls move no parameter."""
+    total = 60
+    model, clean_model = make_model(), make_model()
+    opt, clean = Pilot(model.parameters(), total_steps=total), Pilot(clean_model.parameters(), total_steps=total)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the past-budget warning would raise
+        for t in range(total):
+            assert opt.factor == clean.factor, t
+            assert opt.factor_is_one == clean.factor_is_one, t  # the estimate freezes at the cooldown's first call
+            assert float(opt._scalars["estimating"]) == float(clean._scalars["estimating"]), t
+            for m, o in ((model, opt), (clean_model, clean)):
+                o.zero_grad()
+                noisy_loss(m, t).backward()
+            if t in skip_at:
+                model.weight.grad[0, 0] = float("nan")
+                before = params_of(model)
+                opt.step()
+                assert_bitwise(params_of(model), before)
+            else:
+                opt.step()
+            clean.step()
+    assert opt.factor == clean.factor == 0.0
+    assert (opt.steps, opt.skipped) == (total - len(skip_at), len(skip_at))
+    assert [e.step for e in opt.events if e.kind == "skip"] == [t - i for i, t in enumerate(skip_at)]
+    cooldown = [e.step for e in opt.events if e.kind == "cooldown"]
+    assert cooldown == [e.step for e in clean.events if e.kind == "cooldown"] == [48]
+    resumed = Pilot(make_model().parameters(), total_steps=total)
+    resumed.load_state_dict(round_trip(opt.state_dict()))
+    assert (resumed.steps, resumed.skipped, resumed.factor) == (opt.steps, opt.skipped, 0.0)
+
+
+def _amp_step(scaler: torch.amp.GradScaler, opt: Pilot, model: torch.nn.Module, loss: torch.Tensor,
+              unscale_first: bool, overflow: bool = False) -> None:
+    """One iteration of torch's AMP recipe; with ``unscale_first`` the gradient-clipping variant
+    (``scaler.unscale_(opt)``, clip, ``scaler.step``)."""
+    scaler.scale(loss).backward()
+    if overflow:  # an overflow in the scaled backward pass
+        next(model.parameters()).grad[0, 0] = float("inf")
+    if unscale_first:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(opt)
+    scaler.update()
+
+
+@pytest.mark.parametrize("unscale_in_step", [True, False], ids=["unscale-in-step", "scaler-unscales"])
+@pytest.mark.parametrize("unscale_first", [False, True], ids=["scaler-step", "unscale-clip-step"])
 @pytest.mark.parametrize("total_steps", [None, 60], ids=["anytime", "budget"])
-def test_under_a_grad_scaler_pilot_takes_the_unscaled_run_and_an_overflowing_step_leaves_it_unchanged(total_steps):
-    """The AMP loop of torch's docs, ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update()``: with a
-    power-of-2 scale that does not overflow, the scaler hands Pilot the exact gradients, so the run is bitwise the
-    one without a scaler. A step whose scaled gradients hold an inf is skipped by the scaler (Pilot is not called:
-    no step counted, no event, nothing changed), the scale is halved, and the run goes on."""
+def test_under_a_grad_scaler_pilot_takes_the_unscaled_run_and_counts_an_overflowing_step(total_steps,
+                                                                                         unscale_first,
+                                                                                         unscale_in_step):
+    """The AMP loops of torch's docs (``scaler.step(opt)``, and ``scaler.unscale_(opt)`` + clipping before it):
+    with a power-of-2 scale that does not overflow, Pilot steps the exact gradients, so the run is bitwise the one
+    without a scaler (clipped alike), whether Pilot unscales them in its step (the default) or the scaler does.
+    By default the scaler calls Pilot on an overflowing step too: Pilot skips it -- parameters and moments
+    unchanged, a 'skip' event naming the scaler, the step counted as skipped -- so with a budget of 60 the
+    factor is 0 after the 60th iteration. With ``unscale_in_step=False`` the scaler skips the call: nothing of
+    Pilot changes, and the budget misses that step (the factor ends at 1/12, one step of the 12-step cooldown
+    short). Either way the scale is halved and the run goes on."""
     scaled_model, plain_model = make_model(), make_model()
-    scaled, plain = Pilot(scaled_model.parameters(), total_steps=total_steps), Pilot(plain_model.parameters(),
-                                                                                      total_steps=total_steps)
+    scaled = Pilot(scaled_model.parameters(), total_steps=total_steps, unscale_in_step=unscale_in_step)
+    plain = Pilot(plain_model.parameters(), total_steps=total_steps)
+    assert scaled._step_supports_amp_scaling is unscale_in_step  # the flag GradScaler.step reads
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
     for t in range(60):
         for model, opt in ((scaled_model, scaled), (plain_model, plain)):
@@ -680,23 +750,31 @@ def test_under_a_grad_scaler_pilot_takes_the_unscaled_run_and_an_overflowing_ste
             loss = noisy_loss(model, t)
             if opt is plain:
                 loss.backward()
+                if unscale_first:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 continue
-            scaler.scale(loss).backward()
-            if t == 30:  # an overflow in the scaled backward pass
-                next(model.parameters()).grad[0, 0] = float("inf")
+            if t == 30:
                 before, params_before = copy.deepcopy(opt.state_dict()), params_of(model)
                 events_before = len(opt.events)
-            scaler.step(opt)
-            scaler.update()
+            _amp_step(scaler, opt, model, loss, unscale_first, overflow=t == 30)
             if t == 30:
-                assert_same_state(opt.state_dict(), before)
+                after = opt.state_dict()
+                assert_same_state(after["state"], before["state"], "state")
                 assert_bitwise(params_of(model), params_before)
-                assert len(opt.events) == events_before and scaler.get_scale() == 2.0 ** 11
+                assert scaler.get_scale() == 2.0 ** 11
+                if unscale_in_step:
+                    assert opt.events[-1].kind == "skip" and "GradScaler" in opt.events[-1].why
+                    assert after["pilot"]["skipped"] == 1
+                else:
+                    assert_same_state(after, before)
+                    assert len(opt.events) == events_before
         if t == 29:
             assert_bitwise(params_of(scaled_model), params_of(plain_model))
             assert scaled.d == plain.d and scaled.steps == plain.steps == 30
-    assert scaled.steps == 59 and plain.steps == 60
+    assert (scaled.steps, scaled.skipped) == (59, int(unscale_in_step)) and (plain.steps, plain.skipped) == (60, 0)
+    if total_steps is not None:
+        assert plain.factor == 0.0 and scaled.factor == (0.0 if unscale_in_step else 1 / 12)
 
 
 # ------------------------------------------------------------------------------------------------ LR schedulers
@@ -874,7 +952,7 @@ BAD_ARGUMENTS = [
     ({"drop_factor": 0}, "drop_factor"), ({"drop_factor": 1}, "drop_factor"),
     ({"hold": 1}, "hold"), ({"window": 2}, "window"), ({"threshold": 0}, "threshold"), ({"eps": -1}, "eps"),
     ({"bias_correction": 1}, "bias_correction"), ({"alignment_every": 0}, "alignment_every"),
-    ({"alignment_every": 1.5}, "alignment_every"),
+    ({"alignment_every": 1.5}, "alignment_every"), ({"unscale_in_step": None}, "unscale_in_step"),
 ]
 
 
@@ -929,7 +1007,8 @@ def test_a_param_group_weight_decay_none_is_the_modes_default_as_for_the_constru
 
 
 HYPERPARAMETERS = ["total_steps", "lr", "weight_decay", "betas", "beta3", "eps", "warmup", "cooldown", "drop_factor",
-                   "hold", "window", "threshold", "alignment_every", "bias_correction", "foreach"]
+                   "hold", "window", "threshold", "alignment_every", "bias_correction", "foreach",
+                   "unscale_in_step"]
 
 
 def test_the_signature_and_help_show_every_hyperparameter_as_a_keyword_with_its_default():

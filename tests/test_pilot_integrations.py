@@ -59,6 +59,27 @@ def hf_fit(hf, output_dir, callbacks=(), resume=None, **kw):
     return trainer, opt, outcome(trainer.model, opt), pilot_warnings(record)
 
 
+def test_hf_trainer_a_non_finite_step_counts_in_pilots_budget_so_its_cooldown_ends_with_the_trainers_steps(
+        hf, tmp_path):
+    """Pilot(total_steps=20) in a Trainer of 20 optimizer steps (fp16=True, which on a CPU autocasts without a
+    scaler), an inf written into a gradient before the 6th optimizer step: Pilot skips that step and counts it, so
+    after the Trainer's 20 steps Pilot has taken 19 and skipped 1 and its factor is 0, as in the run without the
+    inf (before skips counted, the factor ended at 1/4, one of the 4 cooldown steps short)."""
+    import transformers
+
+    class Overflow(transformers.TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 5:
+                next(model.parameters()).grad.view(-1)[0] = float("inf")
+
+    model = hf.tiny_model()
+    opt = Pilot(model.parameters(), total_steps=20)
+    trainer = hf.fit(tmp_path, [Overflow()], model=model, optimizers=(opt, None), fp16=True, num_train_epochs=10)
+    assert trainer.state.global_step == 20 and (opt.steps, opt.skipped) == (19, 1) and opt.factor == 0.0
+    assert [e.step for e in opt.events if e.kind == "skip"] == [5]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_hf_trainer_with_pilot_ignores_the_linear_schedule_it_builds_and_warns_once(hf, tmp_path):
     """optimizers=(Pilot(model.parameters()), None) with the Trainer's default lr_scheduler_type='linear': the
     Trainer builds a LambdaLR that decays group['lr'] to 0; Pilot warns once and trains exactly (bitwise) like the
@@ -131,6 +152,62 @@ def lightning_fit(pl, max_epochs, checkpoint_dir=None, ckpt_path=None):
     opt = trainer.optimizers[0]
     assert isinstance(opt, Pilot)
     return module, opt
+
+
+def amp_fit(pl, unscale_in_step: bool, clip: float | None = None, callbacks=(), overflow_at: int | None = 5):
+    """Lightning's ``16-mixed`` with a GradScaler on CPU (the plugin given explicitly: ``precision="16-mixed"``
+    alone becomes ``bf16-mixed``, without a scaler, on a CPU): 4 epochs of 4 steps with a budget of 16, an inf
+    written into one scaled gradient after the backward pass of ``overflow_at`` (an overflow)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    module = lightning_module(pl, total_steps=16, unscale_in_step=unscale_in_step)
+
+    def on_after_backward():
+        if module.trainer.global_step == overflow_at:
+            module.net[0].weight.grad[0, 0] = float("inf")
+
+    module.on_after_backward = on_after_backward
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         plugins=[MixedPrecision("16-mixed", "cpu", scaler)], gradient_clip_val=clip,
+                         callbacks=list(callbacks))
+    trainer.fit(module)
+    return trainer, trainer.optimizers[0], scaler
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lightning_16_mixed_an_overflowing_step_counts_in_pilots_budget(pl):
+    """Under Lightning's ``16-mixed`` (GradScaler) Pilot unscales in its step, so the overflowing step reaches it:
+    skipped and counted (a 'skip' event naming the scaler), the scale halved, and the cooldown ends at factor 0
+    on the 16th of the trainer's 16 optimizer steps. With ``unscale_in_step=False`` the scaler skips the call and
+    the budget misses it: the factor ends at 1/3 (one of the 3 cooldown steps short)."""
+    trainer, opt, scaler = amp_fit(pl, unscale_in_step=True)
+    assert trainer.global_step == 16 and (opt.steps, opt.skipped) == (15, 1) and opt.factor == 0.0
+    skips = [e for e in opt.events if e.kind == "skip"]
+    assert len(skips) == 1 and skips[0].step == 5 and "GradScaler" in skips[0].why
+    assert scaler.get_scale() == 2.0 ** 11
+    trainer, opt, _ = amp_fit(pl, unscale_in_step=False)
+    assert trainer.global_step == 16 and (opt.steps, opt.skipped) == (15, 0)
+    assert opt.factor == pytest.approx(1 / 3)
+
+
+def test_lightning_16_mixed_gradient_clipping_with_pilot_callback_switches_pilot_to_the_scalers_unscaling(pl):
+    """Lightning refuses ``gradient_clip_val`` under ``16-mixed`` for an optimizer that unscales in its step (its
+    RuntimeError); PilotCallback, at train start, switches each Pilot to the scaler's unscaling with a warning that
+    names the consequence, and the run trains and clips as with any optimizer; with ``unscale_in_step=False``
+    from the start, no warning."""
+    from lrpilot.integrations.lightning import PilotCallback
+
+    with pytest.raises(RuntimeError, match="does not allow for gradient clipping"):
+        amp_fit(pl, unscale_in_step=True, clip=1.0, overflow_at=None)
+    with pytest.warns(UserWarning, match=r"unscale_in_step=False.*do not count in Pilot's budget"):
+        trainer, opt, _ = amp_fit(pl, unscale_in_step=True, clip=1.0, callbacks=[PilotCallback()], overflow_at=None)
+    assert not opt.unscale_in_step and opt.steps == trainer.global_step == 16 and opt.factor == 0.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        amp_fit(pl, unscale_in_step=False, clip=1.0, callbacks=[PilotCallback()], overflow_at=None)
+    assert not [w for w in caught if "unscale_in_step" in str(w.message)]
 
 
 def test_lightning_module_returning_pilot_alone_trains(pl):

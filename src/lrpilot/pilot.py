@@ -50,7 +50,10 @@ Every decision is visible: :meth:`Pilot.effective_lr` (the protocol of :mod:`lrp
 :meth:`Pilot.metrics` and :attr:`Pilot.events` (a :class:`PilotEvent` for each change of scale by a factor 2,
 each drop, the start of the cooldown and each skipped step).
 
-Guarantees: a step whose gradients hold NaN/inf changes nothing (one host read per step, as ``GradScaler``'s);
+Guarantees: a step whose gradients hold NaN/inf changes no parameter, moment or estimate (one host read per step,
+as ``GradScaler``'s), and with a budget it still counts as one of its steps, so the cooldown ends at 0 on the
+budget's last step however many were skipped -- ``GradScaler`` included, which hands Pilot its overflowing steps
+instead of skipping the call (:attr:`Pilot._step_supports_amp_scaling`);
 ``state_dict()`` round-trips bitwise; under DDP every rank takes the same decisions (the gradients are already
 averaged); under FSDP2 (DTensor parameters) the sums of the estimate and of the angle are all-reduced; the
 ``foreach`` path (default where torch has the kernels, and on CPU) has a per-tensor for-loop twin
@@ -179,14 +182,37 @@ class Pilot(Optimizer):
             on the noisy CNN and 2.2 on noisy digits (docs/pilot.md).
         foreach: use the ``torch._foreach_*`` path (``None``: where torch has the kernels, and on CPU, where it
             measured faster than the per-tensor loop).
+        unscale_in_step: under ``torch.amp.GradScaler``, Pilot unscales the gradients in its own step (torch's
+            ``_step_supports_amp_scaling`` contract, as fused Adam's), so the scaler calls it on an overflowing
+            step too, which Pilot skips and a budget counts: the cooldown ends at 0 on the budget's last step
+            however many steps overflowed. ``False``: the scaler unscales and skips the overflowing calls, which a
+            budget then misses (a run with ``k`` of them ends its cooldown at a factor of about
+            ``k / (cooldown x total_steps)``, not 0). Lightning needs ``False`` for ``gradient_clip_val`` under
+            ``precision="16-mixed"``: it refuses to clip for an optimizer that unscales itself. Plain loops that
+            clip after ``scaler.unscale_(opt)``, and Hugging Face's Trainer (``max_grad_norm``), work either way.
     """
+
+    #: torch's flag for an optimizer that unscales its own gradients, read by ``GradScaler.step`` (and Lightning);
+    #: set per instance from ``unscale_in_step``. With it ``GradScaler.step`` calls :meth:`step` on every iteration,
+    #: an overflowing one too, after setting the attributes ``grad_scale`` (the scale of gradients not yet
+    #: unscaled; ``None`` after the user's ``scaler.unscale_``) and ``found_inf``: :meth:`_unscale` does the
+    #: scaler's unscale, and the step's own finiteness check skips an overflow.
+    _step_supports_amp_scaling = True
+
+    #: torch's contract for an optimizer that unscales its own gradients: ``GradScaler.step`` then calls
+    #: :meth:`step` on every iteration, an overflowing one too, with the attributes ``grad_scale`` (the scale of
+    #: gradients not yet unscaled; ``None`` after the user's ``scaler.unscale_``) and ``found_inf``. Pilot unscales
+    #: them as the scaler would (:meth:`_unscale`) and skips the overflowing step itself, so that a budget counts
+    #: it: with the scaler skipping the call, a run with ``k`` overflows would end its cooldown at a factor of about
+    #: ``k / (cooldown total_steps)`` instead of 0.
+    _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable[Any], *, total_steps: int | None = None, lr: float = 1e-6,
                  weight_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999),
                  beta3: float | None = None, eps: float = 1e-8, warmup: float = 0.1, cooldown: float = 0.2,
                  drop_factor: float = 0.3, hold: float = 4.0, window: int = 10, threshold: float = 1.28,
                  alignment_every: int = ALIGNMENT_EVERY, bias_correction: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, unscale_in_step: bool = True) -> None:
         if total_steps is not None:
             check_number("total_steps", total_steps, low=1, integer=True)
         check_number("lr", lr, low=0, low_open=True)
@@ -204,8 +230,9 @@ class Pilot(Optimizer):
         check_number("window", window, low=3, integer=True)
         check_number("threshold", threshold, low=0, low_open=True)
         check_number("alignment_every", alignment_every, low=1, integer=True)
-        if not isinstance(bias_correction, bool):
-            raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
+        for name, flag in (("bias_correction", bias_correction), ("unscale_in_step", unscale_in_step)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         defaults = {"lr": 1.0, "weight_decay": float(weight_decay), "betas": (float(betas[0]), float(betas[1])),
                     "eps": float(eps), "foreach": foreach}
         super().__init__(params, defaults)  # each group through add_param_group: checked before it joins
@@ -218,6 +245,7 @@ class Pilot(Optimizer):
         self.hold = float(hold)
         self.alignment_every = int(alignment_every)
         self.bias_correction = bias_correction
+        self.unscale_in_step = unscale_in_step
         self.events: list[PilotEvent] = []
         self.test = StalledDescentTest(threshold=threshold, window=window)
         device = self._device()
@@ -230,7 +258,8 @@ class Pilot(Optimizer):
                          "estimating": torch.ones((), dtype=torch.float64, device=device)}
         # the next step's number as a tensor, for bias correction off CPU (derived from ``steps``, not saved)
         self._step_number = torch.ones((), dtype=torch.float64, device=device)
-        self.steps = 0
+        self.steps = 0  # steps taken (the parameters moved)
+        self.skipped = 0  # steps skipped for a non-finite gradient: with ``steps``, the budget's clock
         self.drops = 0
         self._scale_mark = self.d0  # the d of the last "scale" event
         self._last_drop = 0
@@ -270,6 +299,18 @@ class Pilot(Optimizer):
         return torch.device("cpu")
 
     @property
+    def unscale_in_step(self) -> bool:
+        """Whether Pilot unscales ``GradScaler``'s gradients in its own step (the constructor's argument); settable
+        between steps, e.g. by Lightning's ``PilotCallback`` when Lightning is to clip under ``16-mixed``."""
+        return bool(self._step_supports_amp_scaling)
+
+    @unscale_in_step.setter
+    def unscale_in_step(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"unscale_in_step must be True or False, got {value!r}")
+        self._step_supports_amp_scaling = value
+
+    @property
     def d(self) -> float:
         """The current LR estimate (Prodigy's ``d``)."""
         return float(self._scalars["d"])
@@ -287,7 +328,8 @@ class Pilot(Optimizer):
 
     def metrics(self) -> dict[str, float]:
         """What Pilot measured and decided, for a logger (:func:`lrpilot.telemetry.lrpilot_metrics` reads it)."""
-        out = {"pilot/d": self.d, "pilot/factor": self.factor, "pilot/drops": float(self.drops)}
+        out = {"pilot/d": self.d, "pilot/factor": self.factor, "pilot/drops": float(self.drops),
+               "pilot/skipped": float(self.skipped)}
         if self._last_alignment is not None:
             out["pilot/alignment"] = self._last_alignment
         return out
@@ -318,7 +360,8 @@ class Pilot(Optimizer):
         out = super().state_dict()
         out["pilot"] = {
             "scalars": {k: v.detach().clone() for k, v in self._scalars.items()},
-            "steps": self.steps, "drops": self.drops, "scale_mark": self._scale_mark, "last_drop": self._last_drop,
+            "steps": self.steps, "skipped": self.skipped, "drops": self.drops, "scale_mark": self._scale_mark,
+            "last_drop": self._last_drop,
             "next_measure": self._next_measure, "d_history": [list(e) for e in self._d_history],
             "settled_from": self._settled_from,
             "last_alignment": self._last_alignment,
@@ -358,6 +401,7 @@ class Pilot(Optimizer):
             else:
                 self._scalars[key] = value.detach().clone().to(device=self._device(), dtype=torch.float64)
         self.steps = int(own["steps"])
+        self.skipped = int(own.get("skipped", 0))  # absent from state dicts written before skips were counted
         self._step_number.fill_(self.steps + 1)
         self.drops = int(own["drops"])
         self._scale_mark = float(own["scale_mark"])
@@ -369,12 +413,13 @@ class Pilot(Optimizer):
         self.events = [PilotEvent(**e) for e in own["events"]]
         self._lr_seen = [group["lr"] for group in self.param_groups]
         if self.total_steps is not None and own["config"].get("total_steps") != self.total_steps:
-            self._scalars["factor"].fill_(self._schedule_value(self.steps))  # this optimizer's budget
+            self._scalars["factor"].fill_(self._schedule_value(self._clock))  # this optimizer's budget
 
     # ------------------------------------------------------------------------------------------------- step
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        """One Pilot step (module docstring); a step whose gradients hold NaN/inf is skipped, state unchanged."""
+        """One Pilot step (module docstring). A step whose gradients hold NaN/inf is skipped: the parameters, the
+        moments and the estimate stay as they were, and only the budget's clock moves on (a ``skip`` event)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -388,6 +433,9 @@ class Pilot(Optimizer):
                 groups.append((group, lists))
         if not groups:
             return loss
+        grad_scale = getattr(self, "grad_scale", None)  # set by GradScaler.step (_step_supports_amp_scaling)
+        if grad_scale is not None:
+            self._unscale([g for _, lists in groups for g in lists[1]], grad_scale)
         d = self._scalars["d"]
         factor = self._scalars["factor"]
         measure = self.total_steps is None and self._reads_alignment()  # budget mode: no call, no graph break
@@ -432,6 +480,16 @@ class Pilot(Optimizer):
             self._estimate_tensors(reads, denom, measure)
         self._after_step()
         return loss
+
+    def _unscale(self, grads: list[Tensor], grad_scale: Tensor) -> None:
+        """``GradScaler.unscale_``'s multiply, for the gradients ``GradScaler.step`` hands over still scaled: each
+        is multiplied in place by the scaler's ``inv_scale`` (the float32 reciprocal of the scale, computed as the
+        scaler computes it), so Pilot steps the gradients the scaler's own unscale would give. An overflow's inf or
+        NaN stays non-finite and :meth:`_before_update` skips the step."""
+        inv_scale = grad_scale.double().reciprocal().float()
+        local = [_local(g) for g in grads] if self._sharded else grads
+        for (device, _), (bucket, _) in group_tensors_by_device_and_dtype([local]).items():
+            torch._foreach_mul_(cast(list[Tensor], bucket[0]), inv_scale.to(device))
 
     def _estimate_host(self, reads: list[float], denom: float, measure: bool) -> None:
         """Step 3 of :meth:`step` in Python floats (CPU, eager): the operations of :meth:`_estimate_tensors`."""
@@ -484,22 +542,33 @@ class Pilot(Optimizer):
     def _before_update(self, reads: Tensor, finite: bool | None = None) -> bool:
         """Whether the step may go on: False (a ``skip`` event) when the reads are non-finite -- a NaN/inf gradient
         makes them NaN (``finite``: already read on the host); warns once when stepping past ``total_steps``."""
-        if not (finite if finite is not None else bool(torch.isfinite(reads).all())):
-            self.events.append(PilotEvent(self.steps, "skip", float("nan"), "non-finite gradient: step skipped"))
-            return False
-        if self.total_steps is not None and self.steps >= self.total_steps and not self._warned_past_budget:
+        if self.total_steps is not None and self._clock >= self.total_steps and not self._warned_past_budget:
             self._warned_past_budget = True
-            warnings.warn(f"Pilot: step {self.steps + 1} is past total_steps={self.total_steps}; the LR stays 0. "
+            warnings.warn(f"Pilot: step {self._clock + 1} is past total_steps={self.total_steps}; the LR stays 0. "
                           "Pass the real budget, or total_steps=None for the anytime schedule", UserWarning,
                           stacklevel=4)
+        if not (finite if finite is not None else bool(torch.isfinite(reads).all())):
+            why = ("GradScaler found inf/NaN in the scaled gradients (it lowers its scale): step skipped"
+                   if getattr(self, "found_inf", None) is not None else "non-finite gradient: step skipped")
+            self.events.append(PilotEvent(self.steps, "skip", float("nan"), why))
+            self.skipped += 1  # nothing moves but the budget's clock: the budget counts the loop's steps
+            self._apply_schedule()
+            if not self.factor_is_one:
+                self._scalars["estimating"].zero_()
+            return False
         return True
+
+    @property
+    def _clock(self) -> int:
+        """The budget's clock: the steps taken and skipped (a skipped step is still one of the loop's)."""
+        return self.steps + self.skipped
 
     @property
     def factor_is_one(self) -> bool:
         """Whether the schedule is still at its full LR (before the cooldown; host-side, no device read)."""
         if self.total_steps is None:
             return self.drops == 0
-        return self.steps < self._cooldown_start()
+        return self._clock < self._cooldown_start()
 
     # --------------------------------------------------------------------------------------------- decisions
     @_host_side
@@ -521,12 +590,12 @@ class Pilot(Optimizer):
 
     @_host_side
     def _apply_schedule(self) -> None:
-        """Set ``f`` for the next step (``self.steps`` steps done): the budget's cooldown; in anytime mode ``f``
+        """Set ``f`` for the next step (:attr:`_clock` steps done): the budget's cooldown; in anytime mode ``f``
         moves only at a drop. Called at construction and after each step, so that :meth:`effective_lr` read
         between steps is the LR the next step applies."""
         if self.total_steps is None:
             return
-        total, t, start = self.total_steps, self.steps, self._cooldown_start()
+        total, t, start = self.total_steps, self._clock, self._cooldown_start()
         if t == start:
             self.events.append(PilotEvent(t, "cooldown", self.d, f"last {total - start} of {total} steps: linear "
                                           "decay to 0"))

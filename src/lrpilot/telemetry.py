@@ -80,8 +80,8 @@ def lrpilot_metrics(optimizer: Optimizer, scheduler: Any = None) -> dict[str, fl
     ``lr/group{i}``: each group's effective LR (:func:`effective_lrs`: for ActiveLR optimizers ``lr`` x the mean
     multiplier), plus ``lr_min/group{i}`` and ``lr_max/group{i}`` for optimizers whose LR varies within a group;
     then the optimizer's own ``metrics()`` when it has one (Pilot: ``pilot/d``, ``pilot/factor``, ``pilot/drops``,
-    ``pilot/alignment``), then the scheduler's :func:`scheduler_metrics` (AutoDrop: ``autodrop/omega``,
-    ``autodrop/drops``, ``autodrop/threshold``).
+    ``pilot/skipped``, ``pilot/alignment``), then the scheduler's :func:`scheduler_metrics` (AutoDrop:
+    ``autodrop/omega``, ``autodrop/drops``, ``autodrop/threshold``).
     """
     metrics: dict[str, float] = {}
     varies = callable(getattr(optimizer, "effective_lr", None))

@@ -371,7 +371,7 @@ class PilotCallback(_LrpilotCallback):
       ``logging_first_step``), or every ``log_every`` optimizer steps when given, :func:`lrpilot_metrics` of Pilot
       go through ``Trainer.log`` to ``state.log_history`` and every ``report_to`` integration: ``lr/group{i}`` (the
       LR the next step applies: ``d x factor x`` the group's multiplier; ``lr_min``/``lr_max`` the same),
-      ``pilot/d``, ``pilot/factor``, ``pilot/drops`` and ``pilot/alignment``.
+      ``pilot/d``, ``pilot/factor``, ``pilot/drops``, ``pilot/skipped`` and ``pilot/alignment``.
     * Each new :class:`~lrpilot.PilotEvent` (``scale``, ``settled``, ``drop``, ``cooldown``, ``skip``) is logged
       once, as ``pilot/event_<kind>`` = its value, at the optimizer step it was taken, whatever the logging
       steps. Events restored with the optimizer by ``resume_from_checkpoint`` were reported by the run that

@@ -285,7 +285,8 @@ class PilotCallback(_EpochEndCallback):
     * Every ``log_every_n_steps`` optimizer steps (default: the trainer's ``log_every_n_steps``, so at the steps
       where Lightning writes its own step metrics, with the same step number), :func:`lrpilot_metrics` of each
       Pilot: ``lr/group{i}`` (the LR the next step applies: ``d x factor x`` the group's multiplier;
-      ``lr_min``/``lr_max`` the same), ``pilot/d``, ``pilot/factor``, ``pilot/drops``, ``pilot/alignment``;
+      ``lr_min``/``lr_max`` the same), ``pilot/d``, ``pilot/factor``, ``pilot/drops``, ``pilot/skipped``,
+      ``pilot/alignment``;
       written straight to ``trainer.loggers`` (as ``log_dict`` would, values in the default dtype).
     * At the end of every training epoch the same numbers, to ``trainer.callback_metrics`` (``pl_module.log_dict``)
       and to the loggers at the step Lightning gives the epoch's metrics, unless the epoch's last step was a
@@ -302,6 +303,9 @@ class PilotCallback(_EpochEndCallback):
 
     Warns when training starts if no optimizer is a Pilot, if ``configure_optimizers`` returns an LR scheduler for
     a Pilot (Pilot ignores it) and if a Pilot's ``total_steps`` is not the trainer's number of optimizer steps.
+    Under a ``GradScaler`` (``precision="16-mixed"``) with ``gradient_clip_val``, which Lightning refuses for an
+    optimizer that unscales in its step, it switches each Pilot to the scaler's unscaling
+    (``unscale_in_step=False``) and warns: the steps the scaler then skips do not count in the budget.
     """
 
     def __init__(self, log_every_n_steps: int | None = None) -> None:
@@ -340,6 +344,15 @@ class PilotCallback(_EpochEndCallback):
                               f"makes {int(budget)} optimizer steps: Pilot's cooldown is planned for its own budget. "
                               f"Pass total_steps={int(budget)} (trainer.estimated_stepping_batches), or "
                               "total_steps=None for the anytime schedule", UserWarning, stacklevel=2)
+        if getattr(trainer.precision_plugin, "scaler", None) is not None and trainer.gradient_clip_val:
+            for i, _, opt in pilots:  # Lightning refuses to clip for an optimizer that unscales in its step
+                if opt.unscale_in_step:
+                    opt.unscale_in_step = False
+                    warnings.warn(f"PilotCallback: optimizer {i} is a Pilot that unscales GradScaler's gradients in "
+                                  "its step, and Lightning refuses gradient_clip_val for such an optimizer under "
+                                  "'16-mixed': switched to the scaler's unscaling (unscale_in_step=False), so steps "
+                                  "the scaler skips for an overflow do not count in Pilot's budget. Build it with "
+                                  "Pilot(..., unscale_in_step=False) to silence this", UserWarning, stacklevel=2)
         # a resumed (or continued) optimizer's events were reported by the run that took them
         self._reported = {i: len(opt.events) if trainer.global_step > 0 or opt.steps > 0 else 0
                           for i, _, opt in pilots}
