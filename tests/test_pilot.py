@@ -952,7 +952,7 @@ BAD_ARGUMENTS = [
     ({"drop_factor": 0}, "drop_factor"), ({"drop_factor": 1}, "drop_factor"),
     ({"hold": 1}, "hold"), ({"window": 2}, "window"), ({"threshold": 0}, "threshold"), ({"eps": -1}, "eps"),
     ({"bias_correction": 1}, "bias_correction"), ({"alignment_every": 0}, "alignment_every"),
-    ({"alignment_every": 1.5}, "alignment_every"), ({"unscale_in_step": None}, "unscale_in_step"),
+    ({"alignment_every": 1.5}, "alignment_every"), ({"unscale_in_step": 1}, "unscale_in_step"),
 ]
 
 

@@ -152,3 +152,51 @@ def test_fsdp2_sharded_pilot_takes_the_unsharded_estimate_decisions_and_paramete
         assert_close_to(res["sharded"], res["reference"], rel=1e-9, params_rel=params_rel)
     assert results[0]["sharded"]["events"] == results[1]["sharded"]["events"]
     assert results[0]["sharded"]["d"] == results[1]["sharded"]["d"]
+
+
+# ------------------------------------------------------------------------------------- FSDP2 + ShardedGradScaler
+def _fsdp_scaler_worker(rank, out, unscale_in_step):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    model = make_model().float()
+    fully_shard(model[0])
+    fully_shard(model)
+    opt = Pilot(model.parameters(), total_steps=20, unscale_in_step=unscale_in_step)
+    scaler = ShardedGradScaler("cpu", init_scale=2.0 ** 12)
+    scales = []
+    for t in range(20):
+        x, y = batch(t)
+        opt.zero_grad()
+        scaler.scale(torch.nn.functional.mse_loss(model(x.float()), y.float())).backward()
+        if t == 8 and rank == 0:  # an overflow in rank 0's shard of one gradient only
+            with torch.no_grad():
+                next(model.parameters()).grad.to_local().view(-1)[0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        scales.append(scaler.get_scale())
+    torch.save({"scales": scales, "steps": opt.steps, "skipped": opt.skipped, "unscale": opt.unscale_in_step,
+                "d": opt.d, "factor": opt.factor, "params": [p.full_tensor().detach() for p in model.parameters()]},
+               out / f"rank{rank}.pt")
+
+
+@pytest.mark.parametrize("unscale_in_step", [True, False], ids=["unscale-in-step", "scaler-unscales"])
+def test_fsdp2_with_sharded_grad_scaler_a_rank_local_overflow_is_skipped_on_every_rank(tmp_path, unscale_in_step):
+    """FSDP2 with its ShardedGradScaler, a budget of 20 steps, an inf in rank 0's shard of one gradient only (step
+    9): both ranks skip that step and back off to the same scale, and end with the same estimate and parameters.
+    By default Pilot unscales in its step, so the scaler calls it on the overflow and the budget counts it (19
+    steps taken, 1 skipped, the factor 0 at the end): Pilot's reads are all-reduced over the shards, so the inf
+    makes them non-finite on every rank, and the scaler's overflow check on DTensor gradients is reduced over the
+    mesh by DTensor. With ``unscale_in_step=False`` the scaler skips the call on both ranks (19 taken, 0 skipped)."""
+    pytest.importorskip("torch.distributed.fsdp")
+    from torch.distributed import fsdp
+
+    if not hasattr(fsdp, "fully_shard"):
+        pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (FSDP2)")
+    r0, r1 = run_on_ranks(_fsdp_scaler_worker, tmp_path, unscale_in_step)
+    assert r0["d"] == r1["d"] and all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"], strict=True))
+    assert r0["scales"] == r1["scales"] and r0["scales"][7:9] == [2.0 ** 12, 2.0 ** 11]
+    assert r0["unscale"] is r1["unscale"] is unscale_in_step
+    skipped = int(unscale_in_step)
+    assert (r0["steps"], r0["skipped"]) == (r1["steps"], r1["skipped"]) == (19, skipped)
+    assert r0["factor"] == r1["factor"] == (0.0 if unscale_in_step else 0.25)

@@ -187,9 +187,11 @@ class Pilot(Optimizer):
             step too, which Pilot skips and a budget counts: the cooldown ends at 0 on the budget's last step
             however many steps overflowed. ``False``: the scaler unscales and skips the overflowing calls, which a
             budget then misses (a run with ``k`` of them ends its cooldown at a factor of about
-            ``k / (cooldown x total_steps)``, not 0). Lightning needs ``False`` for ``gradient_clip_val`` under
-            ``precision="16-mixed"``: it refuses to clip for an optimizer that unscales itself. Plain loops that
-            clip after ``scaler.unscale_(opt)``, and Hugging Face's Trainer (``max_grad_norm``), work either way.
+            ``k / (cooldown x total_steps)``, not 0). Under FSDP2 with its ``ShardedGradScaler`` a rank-local
+            overflow is skipped on every rank either way (tested). Lightning needs ``False`` for
+            ``gradient_clip_val`` under ``precision="16-mixed"``: it refuses to clip for an optimizer that unscales
+            itself. Plain loops that clip after ``scaler.unscale_(opt)``, and Hugging Face's Trainer
+            (``max_grad_norm``), work either way.
     """
 
     #: torch's flag for an optimizer that unscales its own gradients, read by ``GradScaler.step`` (and Lightning);
@@ -245,7 +247,6 @@ class Pilot(Optimizer):
         self.hold = float(hold)
         self.alignment_every = int(alignment_every)
         self.bias_correction = bias_correction
-        self.unscale_in_step = unscale_in_step
         self.events: list[PilotEvent] = []
         self.test = StalledDescentTest(threshold=threshold, window=window)
         device = self._device()
@@ -271,6 +272,7 @@ class Pilot(Optimizer):
         self._warned_multiplier = False
         self._warned_past_budget = False
         self._sharded = any(_is_sharded(g["params"]) for g in self.param_groups)
+        self.unscale_in_step = unscale_in_step
         if self.total_steps is not None:
             self._apply_schedule()
 
