@@ -53,7 +53,7 @@ each drop, the start of the cooldown and each skipped step).
 Guarantees: a step whose gradients hold NaN/inf changes no parameter, moment or estimate (one host read per step,
 as ``GradScaler``'s), and with a budget it still counts as one of its steps, so the cooldown ends at 0 on the
 budget's last step however many were skipped -- ``GradScaler`` included, which hands Pilot its overflowing steps
-instead of skipping the call (:attr:`Pilot._step_supports_amp_scaling`);
+instead of skipping the call (``unscale_in_step``);
 ``state_dict()`` round-trips bitwise; under DDP every rank takes the same decisions (the gradients are already
 averaged); under FSDP2 (DTensor parameters) the sums of the estimate and of the angle are all-reduced; the
 ``foreach`` path (default where torch has the kernels, and on CPU) has a per-tensor for-loop twin
@@ -199,14 +199,6 @@ class Pilot(Optimizer):
     #: an overflowing one too, after setting the attributes ``grad_scale`` (the scale of gradients not yet
     #: unscaled; ``None`` after the user's ``scaler.unscale_``) and ``found_inf``: :meth:`_unscale` does the
     #: scaler's unscale, and the step's own finiteness check skips an overflow.
-    _step_supports_amp_scaling = True
-
-    #: torch's contract for an optimizer that unscales its own gradients: ``GradScaler.step`` then calls
-    #: :meth:`step` on every iteration, an overflowing one too, with the attributes ``grad_scale`` (the scale of
-    #: gradients not yet unscaled; ``None`` after the user's ``scaler.unscale_``) and ``found_inf``. Pilot unscales
-    #: them as the scaler would (:meth:`_unscale`) and skips the overflowing step itself, so that a budget counts
-    #: it: with the scaler skipping the call, a run with ``k`` overflows would end its cooldown at a factor of about
-    #: ``k / (cooldown total_steps)`` instead of 0.
     _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable[Any], *, total_steps: int | None = None, lr: float = 1e-6,
