@@ -616,6 +616,32 @@ def test_anytime_mode_reads_the_alignment_at_every_kth_step_as_the_window_mean_o
     assert windows >= 30
 
 
+@pytest.mark.parametrize("form", ["host floats", "tensors"])
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+def test_an_alignment_sample_whose_squared_gradient_norm_underflowed_is_not_counted(form, foreach, monkeypatch):
+    """Near zero loss a float32 gradient of ~1e-24 squares to 0 in the sums while <g, u> does not, and the
+    'cosine' came out ~1e22 (at 100k steps, 1e280): such a sample is not counted. In the first steps every step
+    ends a window, so the test sees each step's cosine: after 3 normal steps it holds 2 (the first step has no
+    previous direction), the underflowed step adds none, the normal step after it adds one, and all lie in
+    [-1, 1]."""
+    if form == "tensors":
+        monkeypatch.setattr(lrpilot.pilot, "_host_scalars", lambda d: False)
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = Pilot([p], alignment_every=1, foreach=foreach)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):  # a previous direction u
+        p.grad = torch.randn(4, generator=g)
+        opt.step()
+    assert len(opt.test.values) == 2
+    p.grad = torch.full((4,), 1e-24)  # its square, 1e-48, is 0 in float32; <g, u> is about 1e-24
+    assert float(p.grad @ p.grad) == 0.0 and float(p.grad @ opt.state[p]["exp_avg"]) != 0.0
+    opt.step()
+    assert len(opt.test.values) == 2
+    p.grad = torch.randn(4, generator=g)
+    opt.step()
+    assert len(opt.test.values) == 3 and all(-1.0 <= v <= 1.0 for v in opt.test.values)
+
+
 # ------------------------------------------------------------------------------------------------ skipped steps
 def poisoned_run(bad_at: int | None, value: float, total_steps: int | None = None, steps: int = 80):
     model = make_model()

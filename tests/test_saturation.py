@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from lrpilot.saturation import DeltaTest, GaussianSmoothedTest, TrendTest, gaussian_smooth_center, mann_kendall_z
+from lrpilot.saturation import (
+    DeltaTest,
+    GaussianSmoothedTest,
+    StalledDescentTest,
+    TrendTest,
+    gaussian_smooth_center,
+    mann_kendall_z,
+)
 
 
 def feed(test, values):
@@ -183,3 +190,32 @@ def test_state_dicts_round_trip():
         assert feed(clone, values[25:]) == feed(test, values[25:])
         with pytest.raises(ValueError, match="missing"):
             clone.load_state_dict({})
+
+
+def test_stalled_descent_test_fires_only_on_a_full_window_whose_mean_is_negative_with_confidence():
+    """window=10, threshold 1.28: nine values are not enough (NaN bound); ten alignments around -0.05 with a
+    spread of 0.01 are saturated; the same around +0.05, or around -0.001 with a spread of 0.1, are not; reset
+    starts over."""
+    rng = random.Random(0)
+    test = StalledDescentTest(threshold=1.28, window=10)
+    for _ in range(9):
+        test.observe(-0.05 + 0.01 * rng.gauss(0, 1))
+    assert math.isnan(test.upper_bound()) and not test.saturated()
+    test.observe(-0.05)
+    assert test.saturated()
+    for centre, spread in ((0.05, 0.01), (-0.001, 0.1)):
+        test.reset()
+        for _ in range(10):
+            test.observe(centre + spread * rng.gauss(0, 1))
+        assert not test.saturated(), (centre, spread)
+
+
+def test_stalled_descent_test_takes_a_huge_value_without_raising_and_is_not_saturated_by_it():
+    """A value of 1e280 in the window (an underflowed norm upstream, before Pilot stopped counting such
+    samples) made ``(v - mean) ** 2`` raise OverflowError; the bound is now infinite and the test not saturated,
+    and a huge negative value does not saturate it either (its spread is infinite)."""
+    for huge in (1e280, -1e280):
+        test = StalledDescentTest(window=10)
+        for v in [-0.1] * 9 + [huge]:
+            test.observe(v)
+        assert not test.saturated()

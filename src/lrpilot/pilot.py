@@ -89,6 +89,13 @@ SETTLE_GROWTH = 1.05
 MIN_SETTLE_STEPS = 100
 #: anytime mode reads the alignment at every ``ALIGNMENT_EVERY``-th step (``alignment_every=``; docs/pilot.md)
 ALIGNMENT_EVERY = 4
+#: a sampled alignment counts only when ``||g||^2`` and ``||u||^2`` both exceed this. The squared norms are summed
+#: in float32 for float32 (and bfloat16/float16) parameters, where an element below ~1e-19 squares to a subnormal
+#: and one below ~4e-23 to 0; near a point of zero loss the gradient shrinks to such sizes and its squared norm
+#: underflows while ``<g, u>`` does not, which gave "cosines" of 1e280 (digits MLP, 100k steps, flush-to-zero
+#: on; benchmarks/pilot_horizons.py). Above 1e-26 the elements lost to underflow (each square below float32's
+#: smallest normal, 1.2e-38) change the norm by less than 1% up to 1e12 elements.
+ALIGNMENT_FLOOR = 1e-26
 #: ``weight_decay=None`` with a budget (anytime mode: 0). Decoupled decay lets the estimate grow (the shrinking
 #: weights add to the distance travelled: on the MNIST-1D CNN d ends at 0.026-0.034 against 0.013-0.018 without),
 #: which the budget's cooldown anneals; without a budget the run may end at that larger LR (docs/pilot.md).
@@ -494,9 +501,12 @@ class Pilot(Optimizer):
             d_hat = numerator / max(denom, tiny)
             if math.isfinite(d_hat) and d_hat > float(scalars["d"]):
                 scalars["d"].fill_(d_hat)
-        if measure and reads[3] > 0:  # cos(g_k, u_{k-1}); no previous direction at the first step
+        # cos(g_k, u_{k-1}), within [-1, 1]; no previous direction at the first step (u = 0), and no sample where a
+        # squared norm has underflowed (ALIGNMENT_FLOOR)
+        if measure and reads[3] > ALIGNMENT_FLOOR and reads[1] > ALIGNMENT_FLOOR:
             g_sq, dot, sq_u = reads[1], reads[2], reads[3]
-            scalars["align_sum"].fill_(float(scalars["align_sum"]) + dot / max(math.sqrt(g_sq) * math.sqrt(sq_u), tiny))
+            cosine = min(1.0, max(-1.0, dot / max(math.sqrt(g_sq) * math.sqrt(sq_u), tiny)))
+            scalars["align_sum"].fill_(float(scalars["align_sum"]) + cosine)
             scalars["align_count"].fill_(float(scalars["align_count"]) + 1.0)
 
     def _estimate_tensors(self, reads: Tensor, denom: Tensor, measure: bool) -> None:
@@ -511,9 +521,10 @@ class Pilot(Optimizer):
         if measure:
             g_sq, dot, sq_u = reads[1], reads[2], reads[3]
             zero = torch.zeros((), dtype=torch.float64, device=d.device)
-            cosine = dot / (g_sq.sqrt() * sq_u.sqrt()).clamp_min(tiny)
-            self._scalars["align_sum"].add_(torch.where(sq_u > 0, cosine, zero))
-            self._scalars["align_count"].add_((sq_u > 0).double())
+            cosine = (dot / (g_sq.sqrt() * sq_u.sqrt()).clamp_min(tiny)).clamp(-1.0, 1.0)
+            counted = (sq_u > ALIGNMENT_FLOOR) & (g_sq > ALIGNMENT_FLOOR)  # as in _estimate_host
+            self._scalars["align_sum"].add_(torch.where(counted, cosine, zero))
+            self._scalars["align_count"].add_(counted.double())
 
     @_host_side
     def _after_step(self) -> None:

@@ -139,7 +139,7 @@ class GaussianSmoothedTest(SaturationTest):
         self.buffer.append(float(omega))
         if len(self.buffer) >= self.min_buffer:
             mean = sum(self.buffer) / len(self.buffer)
-            std = math.sqrt(sum((v - mean) ** 2 for v in self.buffer) / len(self.buffer))
+            std = math.sqrt(sum((v - mean) * (v - mean) for v in self.buffer) / len(self.buffer))
             sigma = min(std, self.m / 2)
             self.smoothed = [*self.smoothed[-1:], gaussian_smooth_center(self.buffer, sigma, self.kernel)]
             self.buffer.pop(0)
@@ -278,7 +278,8 @@ class StalledDescentTest(SaturationTest):
         if n < self.window:
             return math.nan
         mean = sum(self.values) / n
-        sd = math.sqrt(sum((v - mean) ** 2 for v in self.values) / (n - 1))
+        sd = math.sqrt(sum((v - mean) * (v - mean) for v in self.values) / (n - 1))  # x * x overflows to inf,
+        # where Python's x ** 2 raises OverflowError
         return mean + self.threshold * sd / math.sqrt(n)
 
     def saturated(self) -> bool:
