@@ -28,7 +28,7 @@ import torch
 from lrpilot.bench.loop import one_thread, train
 from lrpilot.bench.methods import get_method
 from lrpilot.bench.tasks import TASKS
-from lrpilot.pilot import WINDOW_DIVISOR
+from lrpilot.pilot import next_window_end
 
 TASK = "digits-mlp"
 METHODS = ("pilot", "pilot-anytime", "adamw", "adamw-cosine")
@@ -36,12 +36,12 @@ EPOCHS = (1, 9, 87, 870, 4348)
 
 
 def windows_closed(steps: int) -> int:
-    """How many measurement windows Pilot closes in ``steps`` steps (its rule: the next window ends
-    ``max(1, t // 20)`` steps after the one that ended at step ``t``, the first at step 1)."""
+    """How many measurement windows Pilot closes in ``steps`` steps (the first ends at step 1, each next one at
+    :func:`lrpilot.pilot.next_window_end` of the last)."""
     count, end = 0, 1
     while end <= steps:
         count += 1
-        end += max(1, end // WINDOW_DIVISOR)
+        end = next_window_end(end)
     return count
 
 

@@ -622,7 +622,7 @@ class Pilot(Optimizer):
         anytime mode feed the window's mean descent alignment to the test and drop when it says so."""
         if self.steps < self._next_measure:
             return
-        self._next_measure = self.steps + max(1, self.steps // WINDOW_DIVISOR)
+        self._next_measure = next_window_end(self.steps)
         d = self.d  # host reads at window ends only
         self._d_history.append((self.steps, d))
         self._d_history = [(t, v) for t, v in self._d_history if t * SETTLE_RATIO >= self.steps]
@@ -666,6 +666,13 @@ class Pilot(Optimizer):
 # accumulating across tensors in float64. ``_single_tensor_pilot`` is the reference the tests compare
 # ``_multi_tensor_pilot`` to.
 Scalar = Tensor | float
+
+
+def next_window_end(t: int) -> int:
+    """The step count at which the measurement window after the one ending at step ``t`` ends: ``W = max(1, t //
+    WINDOW_DIVISOR)`` steps later (the first window ends at step 1), so that 20 to 100k steps see tens to a
+    couple of hundred windows."""
+    return t + max(1, t // WINDOW_DIVISOR)
 
 
 def _check_group(group: dict[str, Any]) -> None:
